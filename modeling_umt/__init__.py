@@ -1,0 +1,54 @@
+"""UMT (Unmasked Teacher) for 🤗 Transformers.
+
+Importing this package registers the UMT classes with transformers' Auto classes
+(`AutoConfig`, `AutoModel`, `AutoModelForVideoClassification`, `AutoVideoProcessor`), so
+`AutoModel.from_pretrained(saved_dir)` returns a `UMTVideoModel`.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
+
+from .configuration_umt import UMT_PRESETS, UMTConfig
+from .losses import uta_loss
+from .modeling_umt import (
+    UMTForPreTraining,
+    UMTForPreTrainingOutput,
+    UMTForVideoClassification,
+    UMTPreTrainedModel,
+    UMTVideoModel,
+)
+
+AutoConfig.register("umt", UMTConfig, exist_ok=True)
+AutoModel.register(UMTConfig, UMTVideoModel, exist_ok=True)
+AutoModelForVideoClassification.register(UMTConfig, UMTForVideoClassification, exist_ok=True)
+AutoModelForPreTraining.register(UMTConfig, UMTForPreTraining, exist_ok=True)
+
+# `auto_map` in saved configs, so a saved directory also loads through remote code on the Hub.
+UMTConfig.register_for_auto_class()
+UMTVideoModel.register_for_auto_class("AutoModel")
+UMTForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
+UMTForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+
+
+def _register_video_processor() -> None:
+    """Register UMTVideoProcessor with AutoVideoProcessor when the processors package is importable."""
+    try:
+        from processors.video_processing_umt import UMTVideoProcessor
+    except ImportError:  # the processors package is optional for model-only use
+        return
+    from transformers import AutoVideoProcessor
+
+    AutoVideoProcessor.register(UMTConfig, video_processor_class=UMTVideoProcessor, exist_ok=True)
+
+
+_register_video_processor()
+
+__all__ = [
+    "UMT_PRESETS",
+    "UMTConfig",
+    "UMTPreTrainedModel",
+    "UMTVideoModel",
+    "UMTForVideoClassification",
+    "UMTForPreTraining",
+    "UMTForPreTrainingOutput",
+    "uta_loss",
+]
