@@ -1,0 +1,193 @@
+"""Trainers for UMT: Stage-1 distillation (and, as they land, vision-language training and fine-tuning).
+
+Each trainer is a thin `transformers.Trainer` subclass: the Trainer keeps the loop, checkpointing, resumption,
+logging, DDP / DeepSpeed / accelerate; the subclasses add what UMT needs — the frozen teacher, the semantic mask,
+the per-term losses in the logs, and the official parameter groups.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import defaultdict
+
+import torch
+from torch import nn
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .masking import random_mask, semantic_mask, tube_mask
+
+
+def decay_parameter_names(model: nn.Module, extra_no_decay: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Names of the parameters that get weight decay, by the official rule (optim_factory.get_parameter_groups):
+    every parameter with 2 or more dimensions except those named in `extra_no_decay` / `model.no_weight_decay()`.
+    Biases, LayerNorm weights and other 1-D parameters (and 0-D ones) get none."""
+    skip = set(extra_no_decay)
+    if hasattr(model, "no_weight_decay"):
+        skip |= set(model.no_weight_decay())
+    return [
+        name
+        for name, p in model.named_parameters()
+        if p.ndim >= 2 and not any(name == s or name.endswith("." + s) for s in skip)
+    ]
+
+
+class _UMTParameterGroupsMixin:
+    """Official parameter groups: weight decay only on >= 2-D parameters."""
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        return decay_parameter_names(model)
+
+
+class _AtomicCheckpointMixin:
+    """Checkpoints appear whole or not at all: each is written under a hidden staging folder of the output
+    directory, then renamed into place once every process has finished writing. A run killed while saving leaves
+    only the staging folder, which `get_last_checkpoint` never picks up and the next save replaces."""
+
+    _staging_run_dir: str | None = None
+
+    def _get_output_dir(self, trial):
+        if self._staging_run_dir is not None:
+            return self._staging_run_dir
+        return super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        run_dir = self._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = os.path.join(run_dir, f".staging-{name}")
+        if self.args.should_save and os.path.isdir(staging):
+            shutil.rmtree(staging)
+        self.accelerator.wait_for_everyone()
+        self._staging_run_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_run_dir = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            final = os.path.join(run_dir, name)
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging, name), final)
+            shutil.rmtree(staging, ignore_errors=True)
+            from transformers.trainer_utils import rotate_checkpoints
+
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
+        self.accelerator.wait_for_everyone()
+
+    def save_model_atomic(self, output_dir: str) -> None:
+        """`save_model` into a temporary sibling folder, then rename it to `output_dir` (replacing an older one)."""
+        output_dir = os.path.abspath(output_dir)
+        tmp = os.path.join(os.path.dirname(output_dir), f".tmp-{os.path.basename(output_dir)}")
+        if self.args.should_save and os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+        self.accelerator.wait_for_everyone()
+        self.save_model(tmp)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            if os.path.isdir(output_dir):
+                shutil.rmtree(output_dir)
+            os.replace(tmp, output_dir)
+        self.accelerator.wait_for_everyone()
+
+
+class _MetricAccumulator:
+    """Running means of extra scalars between two Trainer log events (the Trainer only averages `loss` itself)."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count = 0
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] += float(v)
+        self.count += 1
+
+    def pop(self) -> dict[str, float]:
+        if not self.count:
+            return {}
+        out = {k: round(v / self.count, 6) for k, v in self.sums.items()}
+        self.sums.clear()
+        self.count = 0
+        return out
+
+
+def scale_learning_rate(base_lr: float, global_batch_size: int, reference: int = 256) -> float:
+    """The official linear lr scaling: base_lr x global batch / 256 (e.g. 1.5e-4 x 2048 / 256 = 1.2e-3)."""
+    if global_batch_size <= 0:
+        raise ValueError(f"`global_batch_size` must be positive, got {global_batch_size}.")
+    return base_lr * global_batch_size / reference
+
+
+class UMTDistillationTrainer(_AtomicCheckpointMixin, _UMTParameterGroupsMixin, Trainer):
+    """Stage 1: align the unmasked tokens of a `UMTForPreTraining` student with a frozen image teacher.
+
+    Each step: teacher(video) -> last-K features (K, B, N, D_t) and class-token attention (B, T, HW);
+    mask from the attention (`mask_type="attention"`, official), or random / tube; student(video, mask) -> UTA loss.
+
+    Args:
+        teacher: a frozen `UMTTeacher` (kept outside `model`, so it is never optimised, saved or ZeRO-partitioned).
+        mask_type: "attention" (semantic), "random" or "tube".
+        mask_ratio: fraction of tokens dropped (0.8 in every official run).
+        Other arguments are `transformers.Trainer`'s. Use AdamW betas (0.9, 0.95), weight decay 0.05 and a cosine
+        schedule with warm-up through `TrainingArguments` (see `training_scripts/run_stage1.py`).
+
+    Logged besides `loss`: `uta_layer_{i}` (per aligned layer, ascending block index) and `visible_ratio`.
+    """
+
+    def __init__(self, *args, teacher: nn.Module, mask_type: str = "attention", mask_ratio: float = 0.8, **kwargs):
+        super().__init__(*args, **kwargs)
+        if mask_type not in ("attention", "random", "tube"):
+            raise ValueError(f"`mask_type` must be 'attention', 'random' or 'tube', got {mask_type!r}.")
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f"`mask_ratio` must be in [0, 1), got {mask_ratio}.")
+        self.teacher = teacher.to(self.args.device).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.mask_type = mask_type
+        self.mask_ratio = mask_ratio
+        self._metrics = _MetricAccumulator()
+
+    def make_mask(self, cls_attention: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """(B, T, HW) teacher attention -> (B, T*HW) bool mask, True = dropped."""
+        b, t, hw = cls_attention.shape
+        if self.mask_type == "attention":
+            return semantic_mask(cls_attention, self.mask_ratio)
+        if self.mask_type == "random":
+            return random_mask(b, t * hw, self.mask_ratio, device=cls_attention.device)
+        return tube_mask(b, t, hw, self.mask_ratio, device=cls_attention.device)
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        pixel_values = inputs["pixel_values"]
+        with torch.no_grad():
+            target = self.teacher(pixel_values)
+        mask = self.make_mask(target.cls_attention, pixel_values.shape[1])
+        outputs = model(pixel_values=pixel_values, bool_masked_pos=mask, teacher_features=target.hidden_states)
+        if model.training:
+            unwrapped = self.accelerator.unwrap_model(model)
+            layers = unwrapped.config.uta_layer_indices if hasattr(unwrapped, "config") else range(len(outputs[1]))
+            metrics = {f"uta_layer_{i}": v for i, v in zip(layers, outputs.uta_loss_per_layer.detach().tolist())}
+            metrics["visible_ratio"] = (~mask).float().mean().item()
+            self._metrics.add(metrics)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation reports the UTA loss only (there are no logits to compare)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log event: attach the running means since the previous one
+            logs.update(self._metrics.pop())
+        super().log(logs, start_time)
+
+
+__all__ = ["UMTDistillationTrainer", "decay_parameter_names", "scale_learning_rate"]
