@@ -8,8 +8,7 @@ attention (q and v biases, no k bias), exact GELU and LayerNorm eps 1e-6. UMT dr
 Shapes: B batch, T frames, C channels, H x W pixels, N = T' * H' * W' tokens, D hidden size.
 """
 
-from __future__ import annotations
-
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -312,7 +311,8 @@ class UMTLayer(GradientCheckpointingLayer):
 class UMTEncoder(nn.Module):
     def __init__(self, config: UMTConfig):
         super().__init__()
-        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        # device="cpu": plain floats even when the model is built under a `torch.device("meta")` context
+        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers, device="cpu").tolist()
         self.layer = nn.ModuleList([UMTLayer(config, rates[i]) for i in range(config.num_hidden_layers)])
         self.gradient_checkpointing = False
 
@@ -524,6 +524,7 @@ class UMTForPreTraining(UMTPreTrainedModel):
     def __init__(self, config: UMTConfig):
         if not config.use_final_norm:
             logger.info("UMTForPreTraining shares the encoder's final LayerNorm across aligned layers: use_final_norm=True.")
+            config = copy.deepcopy(config)  # never flip the flag on the caller's config (other models may share it)
             config.use_final_norm = True
         super().__init__(config)
         self.umt = UMTVideoModel(config, add_pooling_layer=False)
@@ -538,7 +539,7 @@ class UMTForPreTraining(UMTPreTrainedModel):
             return self.uta_position_embeddings
         return sinusoid_table(num_tokens, self.config.hidden_size)[None].to(self.uta_position_embeddings.device)
 
-    @can_return_tuple
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -551,6 +552,7 @@ class UMTForPreTraining(UMTPreTrainedModel):
         pixel_values: (B, T, C, H, W). bool_masked_pos: (B, N) True = dropped (semantic mask from the teacher).
         teacher_features: (K, B, N, D_teacher) for all tokens, or (K, B, N_vis, D_teacher) already gathered.
         """
+        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
         umt = self.umt
         hidden = umt.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding)
         b, n_vis, d = hidden.shape

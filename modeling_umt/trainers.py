@@ -97,6 +97,26 @@ class _AtomicCheckpointMixin:
         self.accelerator.wait_for_everyone()
 
 
+class _StepSeededRandomnessMixin:
+    """Every training micro-step draws its randomness (masks, drop path, dropout) from a generator seeded by
+    (seed, step, micro-step, process), and restores the global RNG afterwards. A resumed run therefore repeats
+    exactly the steps an uninterrupted run would take, whatever the data loader consumed in between, and each
+    process of a distributed run still draws different masks."""
+
+    _micro_step = 0
+    _micro_step_of = -1
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        step = self.state.global_step
+        self._micro_step = self._micro_step + 1 if self._micro_step_of == step else 0
+        self._micro_step_of = step
+        seed = hash((self.args.seed, step, self._micro_step, self.args.process_index)) % (2**63)
+        devices = [self.args.device] if self.args.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return super().training_step(model, inputs, num_items_in_batch)
+
+
 class _MetricAccumulator:
     """Running means of extra scalars between two Trainer log events (the Trainer only averages `loss` itself)."""
 
@@ -125,7 +145,7 @@ def scale_learning_rate(base_lr: float, global_batch_size: int, reference: int =
     return base_lr * global_batch_size / reference
 
 
-class UMTDistillationTrainer(_AtomicCheckpointMixin, _UMTParameterGroupsMixin, Trainer):
+class UMTDistillationTrainer(_AtomicCheckpointMixin, _StepSeededRandomnessMixin, _UMTParameterGroupsMixin, Trainer):
     """Stage 1: align the unmasked tokens of a `UMTForPreTraining` student with a frozen image teacher.
 
     Each step: teacher(video) -> last-K features (K, B, N, D_t) and class-token attention (B, T, HW);

@@ -1,0 +1,311 @@
+"""Training and evaluation transforms on uint8 video clips (T, C, H, W), as in the official UMT pipelines.
+
+Every random choice (crop box, flip) is drawn once per clip and applied to all of its frames in one
+vectorised call, so the clip stays temporally consistent -- the model must see the same object move, not a
+different crop per frame. Geometry runs on uint8 (as the official code, which crops and resizes PIL images or
+uint8 tensors); `normalize` then produces the float32 tensor the model takes.
+
+Randomness: pass a `torch.Generator` for reproducible draws; None uses torch's global generator (seeded per
+DataLoader worker and by `transformers.set_seed`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as tvF
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "EvalTransform",
+    "Stage1TrainTransform",
+    "Stage2TrainTransform",
+    "center_crop_box",
+    "fixed_crop_offsets",
+    "multi_scale_crop_params",
+    "normalize",
+    "random_resized_crop_params",
+    "shortest_edge_size",
+]
+
+# ImageNet statistics: the official code normalises student *and* teacher inputs with these (not CLIP's).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
+
+
+def _check_clip(video: torch.Tensor, name: str = "video") -> None:
+    if not isinstance(video, torch.Tensor) or video.ndim != 4 or video.shape[1] != 3:
+        shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
+        raise ValueError(f"{name} must be a torch tensor (T, 3, H, W), got {shape}")
+    if video.dtype != torch.uint8:
+        raise ValueError(f"{name} must be uint8 in [0, 255], got dtype {video.dtype}")
+
+
+def _pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
+    pair = (size, size) if isinstance(size, int) else tuple(size)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise ValueError(f"{name} must be a positive int or an (height, width) pair, got {size!r}")
+    return pair
+
+
+def _randint(high: int, generator: torch.Generator | None) -> int:
+    return int(torch.randint(high, (1,), generator=generator).item())
+
+
+def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
+    return low + (high - low) * float(torch.rand(1, dtype=torch.float64, generator=generator).item())
+
+
+def normalize(
+    video: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
+    """uint8 (..., C, H, W) -> float32 `(video / 255 - mean) / std` with per-channel mean/std.
+
+    Returns:
+        float32 tensor of the input's shape.
+    """
+    if video.dtype != torch.uint8:
+        raise ValueError(f"video must be uint8 in [0, 255], got dtype {video.dtype}")
+    if video.ndim < 3 or video.shape[-3] != len(mean) or len(mean) != len(std):
+        raise ValueError(
+            f"video (..., C, H, W) must have C == len(mean) == len(std); got shape {tuple(video.shape)}, "
+            f"mean {tuple(mean)}, std {tuple(std)}"
+        )
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    return (video.to(torch.float32).div_(255.0) - mean_t) / std_t
+
+
+def shortest_edge_size(height: int, width: int, shortest_edge: int) -> tuple[int, int]:
+    """(new_height, new_width) that scales the short side to `shortest_edge`, the long side floored.
+
+    Matches the official `get_resize_sizes` (`int(size * long / short)`).
+    """
+    if height <= width:
+        return shortest_edge, int(shortest_edge * width / height)
+    return int(shortest_edge * height / width), shortest_edge
+
+
+def center_crop_box(height: int, width: int, crop_height: int, crop_width: int) -> tuple[int, int]:
+    """(top, left) of the centred crop: `int(round((dim - crop) / 2))`, the official CenterCrop's rounding."""
+    if crop_height > height or crop_width > width:
+        raise ValueError(f"crop ({crop_height}, {crop_width}) is larger than the frame ({height}, {width})")
+    return int(round((height - crop_height) / 2.0)), int(round((width - crop_width) / 2.0))
+
+
+def fixed_crop_offsets(
+    height: int, width: int, crop_height: int, crop_width: int, more_fix_crop: bool = True
+) -> list[tuple[int, int]]:
+    """The fixed (top, left) crop positions of GroupMultiScaleCrop: 5 (corners + centre) or 13 with `more_fix_crop`.
+
+    Positions are multiples of a quarter of the free space, `step = (dim - crop) // 4`: corners, centre, then
+    the four edge midpoints and the four quarter points. Order: as in the official `fill_fix_offset`.
+    """
+    h_step, w_step = (height - crop_height) // 4, (width - crop_width) // 4
+    grid = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]  # (row, column) in units of (h_step, w_step)
+    if more_fix_crop:
+        grid += [(2, 0), (2, 4), (4, 2), (0, 2), (1, 1), (1, 3), (3, 1), (3, 3)]
+    return [(row * h_step, column * w_step) for row, column in grid]
+
+
+def multi_scale_crop_params(
+    height: int,
+    width: int,
+    output_size: int | Sequence[int] = 224,
+    scales: Sequence[float] = MULTI_SCALE_CROP_SCALES,
+    max_distort: int = 1,
+    more_fix_crop: bool = True,
+    generator: torch.Generator | None = None,
+) -> tuple[int, int, int, int]:
+    """Draw a Stage-1 GroupMultiScaleCrop box (official_umt.md §6.1).
+
+    Candidate sides are `int(min(H, W) * s)` for each scale; a side within 3 px of the output size snaps to it.
+    A (crop_h, crop_w) pair is drawn uniformly among pairs whose scale indices differ by at most `max_distort`,
+    then a position uniformly among the `fixed_crop_offsets`. One deviation: when snapping would make the crop
+    larger than the frame (short side 222-223 px for a 224 output), the crop is clipped to the frame instead of
+    being padded with black as PIL does.
+
+    Returns:
+        (top, left, crop_height, crop_width).
+    """
+    out_h, out_w = _pair(output_size, "output_size")
+    if not scales or any(not 0 < s <= 1 for s in scales):
+        raise ValueError(f"scales must be a non-empty list of values in (0, 1], got {scales!r}")
+    base = min(height, width)
+    sides = [int(base * s) for s in scales]
+    crop_hs = [out_h if abs(side - out_h) < 3 else side for side in sides]
+    crop_ws = [out_w if abs(side - out_w) < 3 else side for side in sides]
+    pairs = [(h, w) for i, h in enumerate(crop_hs) for j, w in enumerate(crop_ws) if abs(i - j) <= max_distort]
+    crop_h, crop_w = pairs[_randint(len(pairs), generator)]
+    crop_h, crop_w = max(1, min(crop_h, height)), max(1, min(crop_w, width))
+    offsets = fixed_crop_offsets(height, width, crop_h, crop_w, more_fix_crop)
+    top, left = offsets[_randint(len(offsets), generator)]
+    return top, left, crop_h, crop_w
+
+
+def random_resized_crop_params(
+    height: int,
+    width: int,
+    scale: Sequence[float] = (0.5, 1.0),
+    ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
+    generator: torch.Generator | None = None,
+) -> tuple[int, int, int, int]:
+    """Draw an Inception-style random-resized-crop box (the torchvision RandomResizedCrop rule).
+
+    Up to 10 tries: area fraction uniform in `scale`, aspect ratio log-uniform in `ratio`; if none fits, a
+    centred crop of the whole frame with the aspect ratio clamped into `ratio`.
+
+    Returns:
+        (top, left, crop_height, crop_width).
+    """
+    if not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+        raise ValueError(f"scale must be (low, high) with 0 < low <= high <= 1, got {scale!r}")
+    if not (len(ratio) == 2 and 0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"ratio must be (low, high) with 0 < low <= high, got {ratio!r}")
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * _uniform(scale[0], scale[1], generator)
+        aspect = math.exp(_uniform(log_ratio[0], log_ratio[1], generator))
+        crop_w = int(round(math.sqrt(target_area * aspect)))
+        crop_h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            top = _randint(height - crop_h + 1, generator)
+            left = _randint(width - crop_w + 1, generator)
+            return top, left, crop_h, crop_w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        crop_w, crop_h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        crop_h, crop_w = height, int(round(height * ratio[1]))
+    else:
+        crop_h, crop_w = height, width
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
+def _maybe_flip(video: torch.Tensor, flip_prob: float, generator: torch.Generator | None) -> torch.Tensor:
+    if flip_prob > 0 and float(torch.rand(1, generator=generator).item()) < flip_prob:
+        return tvF.horizontal_flip(video)
+    return video
+
+
+class Stage1TrainTransform:
+    """Stage-1 pre-training augmentation: GroupMultiScaleCrop + horizontal flip + ImageNet normalisation.
+
+    Crop box from `multi_scale_crop_params` (scales 1, .875, .75, .66, max_distort 1, 13 fixed positions),
+    bilinear resize to `size`, flip with probability `flip_prob` (the official scripts pass `--flip True`,
+    i.e. 0.5), then `normalize`. Colour jitter is off in the official recipe and is not implemented.
+
+    Call: uint8 (T, 3, H, W) [, generator] -> float32 (T, 3, size, size).
+    """
+
+    def __init__(
+        self,
+        size: int | Sequence[int] = 224,
+        scales: Sequence[float] = MULTI_SCALE_CROP_SCALES,
+        max_distort: int = 1,
+        more_fix_crop: bool = True,
+        flip_prob: float = 0.5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
+        self.size = _pair(size, "size")
+        self.scales, self.max_distort, self.more_fix_crop = tuple(scales), max_distort, more_fix_crop
+        if not 0 <= flip_prob <= 1:
+            raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
+        self.flip_prob, self.mean, self.std = flip_prob, tuple(mean), tuple(std)
+
+    def crop(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The geometric part only: uint8 (T, 3, H, W) -> uint8 (T, 3, size, size), same box and flip for all frames."""
+        _check_clip(video)
+        top, left, crop_h, crop_w = multi_scale_crop_params(
+            video.shape[-2], video.shape[-1], self.size, self.scales, self.max_distort, self.more_fix_crop, generator
+        )
+        video = tvF.resized_crop(
+            video, top, left, crop_h, crop_w, list(self.size), interpolation=InterpolationMode.BILINEAR, antialias=True
+        )
+        return _maybe_flip(video, self.flip_prob, generator)
+
+    def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return normalize(self.crop(video, generator), self.mean, self.std)
+
+
+class Stage2TrainTransform:
+    """Stage-2 (vision-language) training augmentation: RandomResizedCrop + horizontal flip + normalisation.
+
+    `random_resized_crop_params(scale=(0.5, 1))`, bicubic resize to `size`, flip with probability `flip_prob`,
+    then `normalize` (official_umt.md §6.3; RandAugment is off there).
+
+    Call: uint8 (T, 3, H, W) [, generator] -> float32 (T, 3, size, size).
+    """
+
+    def __init__(
+        self,
+        size: int | Sequence[int] = 224,
+        scale: Sequence[float] = (0.5, 1.0),
+        ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
+        flip_prob: float = 0.5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
+        self.size = _pair(size, "size")
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
+        if not 0 <= flip_prob <= 1:
+            raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
+        self.flip_prob, self.mean, self.std = flip_prob, tuple(mean), tuple(std)
+
+    def crop(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The geometric part only: uint8 (T, 3, H, W) -> uint8 (T, 3, size, size), same box and flip for all frames."""
+        _check_clip(video)
+        top, left, crop_h, crop_w = random_resized_crop_params(
+            video.shape[-2], video.shape[-1], self.scale, self.ratio, generator
+        )
+        video = tvF.resized_crop(
+            video, top, left, crop_h, crop_w, list(self.size), interpolation=InterpolationMode.BICUBIC, antialias=True
+        )
+        return _maybe_flip(video, self.flip_prob, generator)
+
+    def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return normalize(self.crop(video, generator), self.mean, self.std)
+
+
+class EvalTransform:
+    """Deterministic evaluation transform.
+
+    keep_aspect_ratio=True (Stage-1 fine-tuning validation): resize the short side to `shortest_edge`
+    (bilinear), centre-crop `size` -- the same as `UMTVideoProcessor` with one view. keep_aspect_ratio=False
+    (Stage-2 test): resize straight to `size` x `size` (bicubic), aspect ratio not kept. Then `normalize`.
+
+    Call: uint8 (T, 3, H, W) -> float32 (T, 3, size, size).
+    """
+
+    def __init__(
+        self,
+        size: int = 224,
+        shortest_edge: int | None = None,
+        keep_aspect_ratio: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
+        self.size = _pair(size, "size")
+        self.shortest_edge = shortest_edge if shortest_edge is not None else min(self.size)
+        if self.shortest_edge < max(self.size) and keep_aspect_ratio:
+            raise ValueError(f"shortest_edge ({self.shortest_edge}) must be >= the crop size {self.size}")
+        self.keep_aspect_ratio, self.mean, self.std = keep_aspect_ratio, tuple(mean), tuple(std)
+
+    def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        _check_clip(video)
+        if self.keep_aspect_ratio:
+            new_size = shortest_edge_size(video.shape[-2], video.shape[-1], self.shortest_edge)
+            video = tvF.resize(video, list(new_size), interpolation=InterpolationMode.BILINEAR, antialias=True)
+            top, left = center_crop_box(new_size[0], new_size[1], *self.size)
+            video = video[..., top : top + self.size[0], left : left + self.size[1]]
+        else:
+            video = tvF.resize(video, list(self.size), interpolation=InterpolationMode.BICUBIC, antialias=True)
+        return normalize(video, self.mean, self.std)

@@ -1,0 +1,133 @@
+"""Stage-1 training end to end on tiny settings: run_stage1.py in one process, resumption after a kill, and
+2-process DeepSpeed ZeRO-2 / ZeRO-3 on CPU (gloo)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "training_scripts" / "run_stage1.py"
+
+# A student of ~0.1 M parameters on 4 frames of 32 px, a 4x4 token grid matching the tiny teacher (patch 8).
+TINY = [
+    "--hidden_size", "32", "--num_hidden_layers", "3", "--num_attention_heads", "4", "--intermediate_size", "64",
+    "--uta_num_layers", "2", "--patch_size", "8", "--image_size", "32", "--num_frames", "4",
+    "--synthetic_num_videos", "40", "--synthetic_size", "32", "--per_device_train_batch_size", "2",
+    "--dataloader_num_workers", "0", "--report_to", "none", "--logging_steps", "1", "--use_cpu",
+]
+
+
+def _env(tmp_path: Path) -> dict:
+    env = dict(os.environ)
+    env.update(
+        UMT_CACHE_DIR=str(tmp_path.parent / "umt-cache"),  # shared by the tests of this session: generated once
+        PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS="1",
+        DS_ACCELERATOR="cpu",
+        TORCH_EXTENSIONS_DIR=os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".torch_extensions")),
+    )
+    return env
+
+
+def _losses(out_dir: Path) -> dict[int, float]:
+    state = json.loads((out_dir / "trainer_state.json").read_text())
+    return {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
+
+
+def _run(args: list[str], tmp_path: Path, launcher: list[str] | None = None, timeout: int = 600):
+    cmd = (launcher or [sys.executable]) + [str(SCRIPT), *TINY, *args]
+    proc = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def _assert_loads_quietly(model_dir: Path) -> None:
+    """The saved student loads as a UMTVideoModel through AutoModel, with no load report."""
+    code = (
+        "import io, contextlib, logging, modeling_umt\n"
+        "from transformers import AutoModel\n"
+        "from transformers.utils import logging as hf_logging\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):\n"
+        f"    m = AutoModel.from_pretrained({str(model_dir)!r})\n"
+        "text = buf.getvalue()\n"
+        "assert type(m).__name__ == 'UMTVideoModel', type(m)\n"
+        "bad = [w for w in ('MISSING', 'UNEXPECTED', 'MISMATCH', 'newly initialized') if w in text]\n"
+        "assert not bad, text\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(model_dir), capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_run_stage1_trains_logs_and_saves_loadable_student(tmp_path):
+    out = tmp_path / "run"
+    _run(["--output_dir", str(out), "--max_steps", "8", "--learning_rate", "3e-3", "--save_steps", "4"], tmp_path)
+    losses = _losses(out)
+    assert sorted(losses) == list(range(1, 9))
+    assert min(list(losses.values())[-3:]) < losses[1], losses  # distillation makes progress
+    state = json.loads((out / "trainer_state.json").read_text())
+    first = next(e for e in state["log_history"] if "loss" in e)
+    assert {"uta_layer_1", "uta_layer_2", "visible_ratio"} <= set(first)
+    # 4x4 grid, 80% masked per frame: 16 - int(12.8) = 4 visible of 16
+    assert first["visible_ratio"] == pytest.approx(4 / 16)
+    assert (out / "checkpoint-8").is_dir() and not list(out.glob(".staging-*"))
+    _assert_loads_quietly(out / "model")
+
+
+def test_killed_run_resumes_and_joins_the_uninterrupted_curve(tmp_path):
+    common = ["--max_steps", "8", "--save_steps", "4", "--learning_rate", "3e-3", "--seed", "3"]
+    full = tmp_path / "full"
+    _run(["--output_dir", str(full), *common], tmp_path)
+
+    cut = tmp_path / "cut"
+    cmd = [sys.executable, str(SCRIPT), *TINY, "--output_dir", str(cut), *common]
+    proc = subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.time() + 300
+    while not (cut / "checkpoint-4" / "trainer_state.json").exists():
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.time() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # killed mid-way, as a preempted job
+    proc.wait()
+    assert not (cut / "model").exists()
+
+    _run(["--output_dir", str(cut), *common], tmp_path)  # picks up checkpoint-4 by itself
+    a, b = _losses(full), _losses(cut)
+    assert sorted(b) == list(range(1, 9))
+    for step in range(5, 9):  # the resumed steps repeat the uninterrupted ones: same data, masks and updates
+        assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5), (step, a, b)
+
+
+@pytest.mark.parametrize("config", ["ds_zero2.json", "ds_zero3.json"])
+def test_two_process_deepspeed_on_cpu(tmp_path, config):
+    pytest.importorskip("deepspeed")
+    out = tmp_path / "ds"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000 + (config == "ds_zero3.json"))]
+    _run(
+        [
+            "--output_dir", str(out), "--max_steps", "3", "--save_steps", "3",
+            "--deepspeed", str(ROOT / "training_scripts" / "configs" / config),
+        ],
+        tmp_path,
+        launcher=launcher,
+    )
+    state = json.loads((out / "trainer_state.json").read_text())
+    # 2 processes x batch 2 over the training split: each rank sees half the data, so 3 steps cover twice the
+    # epoch fraction a single process would (the Trainer counts per-rank batches).
+    table = next(Path(_env(tmp_path)["UMT_CACHE_DIR"]).glob("synthetic-*/metadata.csv"))
+    with open(table, newline="") as f:
+        train_rows = sum(row["split"] == "train" for row in csv.DictReader(f))
+    per_rank_batches = -(-train_rows // 4)
+    assert state["epoch"] == pytest.approx(3 / per_rank_batches, rel=1e-3), (state["epoch"], train_rows)
+    assert len(_losses(out)) == 3
+    _assert_loads_quietly(out / "model")
