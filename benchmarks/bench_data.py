@@ -98,7 +98,9 @@ def main() -> None:
             backend, workers, name = row
             results[row].append(clips_per_second(records, backend, workers, transforms[name], args))
 
-    print(f"source: {source}, {len(records)} clips; {args.num_frames} frames ({args.sampling}), batch {args.batch_size}")
+    print(
+        f"source: {source}, {len(records)} clips; {args.num_frames} frames ({args.sampling}), batch {args.batch_size}"
+    )
     print(f"transform: Stage1TrainTransform({args.size}); torch threads per process: 1; rounds: {args.rounds}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}\n")
     print("| backend | workers | decode+sample (clips/s) | decode+sample+transform (clips/s) |")

@@ -1,3 +1,4 @@
+# Copyright 2026 The UMT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
 """UMT configuration.
 
 One config describes the UMT video ViT (Li et al., "Unmasked Teacher", ICCV 2023) and the heads built on it:

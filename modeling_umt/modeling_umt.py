@@ -1,3 +1,4 @@
+# Copyright 2026 The UMT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
 """PyTorch UMT: the Unmasked Teacher video ViT as a transformers v5 model.
 
 The student of Li et al. (ICCV 2023) is a plain ViT over video tokens: a Conv3d patch embedding with tubelet 1,
@@ -387,6 +388,21 @@ class UMTPreTrainedModel(PreTrainedModel):
         elif isinstance(module, UMTForPreTraining):
             table = sinusoid_table(self.config.num_patches, self.config.hidden_size)[None]
             init.copy_(module.uta_position_embeddings, table)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, with every UMT head in the config's `auto_map`, so a saved directory
+        loads through any Auto class with `trust_remote_code=True` (the Hub's custom-code route), not only the
+        one matching the saved class."""
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
+        auto_map.setdefault("AutoConfig", "configuration_umt.UMTConfig")
+        for auto_class, name in (
+            ("AutoModel", "UMTVideoModel"),
+            ("AutoModelForVideoClassification", "UMTForVideoClassification"),
+            ("AutoModelForPreTraining", "UMTForPreTraining"),
+        ):
+            auto_map.setdefault(auto_class, f"modeling_umt.{name}")
+        self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def no_weight_decay(self) -> set[str]:
         """Names excluded from weight decay beyond the biases/norms/1-D rule (the sin-cos table is not a parameter)."""

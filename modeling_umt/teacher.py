@@ -88,7 +88,8 @@ class CLIPAttention(nn.Module):
         The cls row is softmax(q_0 K^T / sqrt(d)) averaged over heads; each row sums to 1.
         """
         N, L, D = x.shape
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(N, L, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(N, L, 3, self.heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (N, heads, L, hd)
         out = F.scaled_dot_product_attention(q, k, v)  # (N, heads, L, hd); the fused kernel keeps no L x L map
         cls_attention = None
         if return_cls_attention:
@@ -106,9 +107,8 @@ class CLIPResidualBlock(nn.Module):
         self.ln_1 = LayerNormFp32(dim, eps=eps)
         self.attn = CLIPAttention(dim, heads)
         self.ln_2 = LayerNormFp32(dim, eps=eps)
-        self.mlp = nn.Sequential(OrderedDict(
-            c_fc=nn.Linear(dim, mlp_dim), gelu=QuickGELU() if act == "quick_gelu" else nn.GELU(), c_proj=nn.Linear(mlp_dim, dim)
-        ))
+        gelu = QuickGELU() if act == "quick_gelu" else nn.GELU()
+        self.mlp = nn.Sequential(OrderedDict(c_fc=nn.Linear(dim, mlp_dim), gelu=gelu, c_proj=nn.Linear(mlp_dim, dim)))
 
     def forward(self, x: torch.Tensor, return_cls_attention: bool = False):
         """x (N, L, D) -> (N, L, D), cls attention (N, L) or None."""
@@ -256,7 +256,8 @@ def _visual_keys(sd: dict) -> dict:
             sd = sd[wrapper]
     prefixes = {k[: -len("class_embedding")] for k in sd if k.endswith("class_embedding")}
     if len(prefixes) != 1:
-        raise ValueError(f"state_dict must hold exactly one CLIP visual encoder; found class_embedding under {prefixes or 'no prefix'}")
+        raise ValueError("state_dict must hold exactly one CLIP visual encoder; found class_embedding under "
+                         f"{sorted(prefixes) or 'no key'}")
     prefix = prefixes.pop()
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
@@ -321,7 +322,7 @@ class UMTTeacher(nn.Module):
 
     @torch.no_grad()  # not inference_mode: the targets are later used beside tensors that need grad
     def forward(self, pixel_values: torch.Tensor, return_cls_attention: bool = True) -> UMTTeacherOutput:
-        """pixel_values (B, T, 3, H, W) -> UMTTeacherOutput(hidden_states (K, B, T*HW, D_out), cls_attention (B, T, HW))."""
+        """pixel_values (B, T, 3, H, W) -> hidden_states (K, B, T*HW, D_out), cls_attention (B, T, HW) or None."""
         if pixel_values.ndim != 5 or pixel_values.shape[2] != 3:
             raise ValueError(f"pixel_values must be (B, T, 3, H, W); got shape {tuple(pixel_values.shape)}")
         B, T, C, H, W = pixel_values.shape
@@ -411,7 +412,8 @@ class UMTTeacher(nn.Module):
         elif isinstance(block.mlp.gelu, nn.GELU) and block.mlp.gelu.approximate == "none":
             act = "gelu"
         else:
-            raise ValueError(f"model_name uses activation {block.mlp.gelu}; only QuickGELU and exact GELU are supported")
+            raise ValueError(f"model_name uses activation {block.mlp.gelu}; only QuickGELU and exact GELU are "
+                             "supported")
         tower = _tower_from_state_dict(visual.state_dict(), block.attn.num_heads, act, block.ln_1.eps, image_size,
                                        copy=isinstance(model_name, nn.Module))
         return cls(tower, **kwargs)
@@ -424,7 +426,8 @@ class UMTTeacher(nn.Module):
         A path or hub id loads `CLIPVisionModelWithProjection` (a full `CLIPModel` checkpoint works too). A
         `CLIPVisionConfig` builds random weights (tests). Models accepted: `CLIPVisionModelWithProjection`,
         `CLIPModel`, or `CLIPVisionModel`; the last has no projection, so D_out is the hidden size.
-        kwargs go to `UMTTeacher`.
+        kwargs go to `UMTTeacher`. Under DeepSpeed ZeRO-3, call this before `TrainingArguments` is created:
+        afterwards transformers loads every model partitioned.
         """
         from transformers import AutoConfig, CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -438,7 +441,13 @@ class UMTTeacher(nn.Module):
             vision_config.projection_dim = getattr(config, "projection_dim", vision_config.projection_dim)
             model = CLIPVisionModelWithProjection.from_pretrained(model, config=vision_config)
         elif not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a hub id, a directory, a CLIP model or a CLIPVisionConfig; got {type(model).__name__}")
+            raise ValueError("model must be a hub id, a directory, a CLIP model or a CLIPVisionConfig; "
+                             f"got {type(model).__name__}")
+        if any(hasattr(p, "ds_id") for p in model.parameters()):
+            # from_pretrained runs under deepspeed.zero.Init once TrainingArguments has enabled ZeRO-3: each rank
+            # would hold only a shard of the weights.
+            raise ValueError("model has ZeRO-3-partitioned parameters; build the teacher before creating "
+                             "TrainingArguments with a ZeRO-3 config (the teacher is never partitioned)")
         vision = getattr(model, "vision_model", model)
         projection = getattr(model, "visual_projection", None)
         cfg = vision.config
@@ -457,8 +466,9 @@ class UMTTeacher(nn.Module):
             a, p = layer.self_attn, f"transformer.resblocks.{i}."
             sd[p + "attn.in_proj_weight"] = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
             sd[p + "attn.in_proj_bias"] = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
-            for ours, theirs in (("attn.out_proj", a.out_proj), ("ln_1", layer.layer_norm1), ("ln_2", layer.layer_norm2),
-                                 ("mlp.c_fc", layer.mlp.fc1), ("mlp.c_proj", layer.mlp.fc2)):
+            pairs = (("attn.out_proj", a.out_proj), ("ln_1", layer.layer_norm1), ("ln_2", layer.layer_norm2),
+                     ("mlp.c_fc", layer.mlp.fc1), ("mlp.c_proj", layer.mlp.fc2))
+            for ours, theirs in pairs:
                 sd[p + ours + ".weight"], sd[p + ours + ".bias"] = theirs.weight, theirs.bias
         tower = _tower_from_state_dict(sd, cfg.num_attention_heads, cfg.hidden_act, cfg.layer_norm_eps, image_size,
                                        copy=not owned)

@@ -11,11 +11,12 @@ Two steps, so any source meets any decoding recipe:
    examples into {"pixel_values": (B, T, C, H, W), "labels": (B,)} and/or "captions" for a DataLoader or the
    HF Trainer (with `remove_unused_columns=False`, since the raw `video` column feeds the transform).
 
-A sample whose video cannot be decoded (`VideoDecodeError`) is skipped: the iterable path filters it out,
-the map-style path marks it None and `VideoCollator` drops it. `DecodeStats` counts skips across DataLoader
-workers, logs a running total with every skip, and raises `TooManyDecodeFailures` once more than
-`max_bad_fraction` of at least `min_samples` attempts failed -- broken data stops the run instead of
-training on the few clips that happen to decode.
+A sample whose video cannot be decoded (`VideoDecodeError`) is skipped: the iterable path filters it out;
+the map-style path serves a random other row that decodes in its place (as the official loaders do), so
+indexing stays total and batches stay full. `DecodeStats` counts skips across DataLoader workers, logs a
+running total with every skip, and raises `TooManyDecodeFailures` once more than `max_bad_fraction` of at
+least `min_samples` attempts failed -- broken data stops the run instead of training on the few clips that
+happen to decode.
 """
 
 from __future__ import annotations
@@ -54,7 +55,17 @@ __all__ = [
 Records = Union[datasets.Dataset, datasets.IterableDataset]
 
 VIDEO_EXTENSIONS = ("mp4", "avi", "webm", "mkv", "mov", "m4v", "mpg", "mpeg", "flv", "wmv", "gif")
-VIDEO_COLUMN_NAMES = ("video", "path", "video_path", "filepath", "file", "filename", "url", "video_url", *VIDEO_EXTENSIONS)
+VIDEO_COLUMN_NAMES = (
+    "video",
+    "path",
+    "video_path",
+    "filepath",
+    "file",
+    "filename",
+    "url",
+    "video_url",
+    *VIDEO_EXTENSIONS,
+)
 LABEL_COLUMN_NAMES = ("label", "labels", "cls", "class", "target", "label_id")
 CAPTION_COLUMN_NAMES = ("caption", "captions", "text", "txt", "sentence", "description")
 
@@ -166,7 +177,9 @@ def _canonical(
     nested = records.features if records.features is not None else next(iter(records))  # a row when unknown
     names += [f"{key}.{sub}" for key, value in nested.items() if isinstance(value, dict) for sub in value]
     video = _pick(names, video_column, VIDEO_COLUMN_NAMES, "video", required=True)
-    label = _pick(names, label_column, LABEL_COLUMN_NAMES + tuple(f"json.{n}" for n in LABEL_COLUMN_NAMES), "label", False)
+    label = _pick(
+        names, label_column, LABEL_COLUMN_NAMES + tuple(f"json.{n}" for n in LABEL_COLUMN_NAMES), "label", False
+    )
     caption = _pick(
         names, caption_column, CAPTION_COLUMN_NAMES + tuple(f"json.{n}" for n in CAPTION_COLUMN_NAMES), "caption", False
     )
@@ -213,7 +226,9 @@ def _filter_split(records: Records, split: str | None, split_column: str) -> Rec
         return records
     names = _column_names(records)
     if split_column not in names:
-        raise ValueError(f"split={split!r} was asked for but the data has no {split_column!r} column; columns are {names}")
+        raise ValueError(
+            f"split={split!r} was asked for but the data has no {split_column!r} column; columns are {names}"
+        )
     return records.filter(lambda row: row[split_column] == split)
 
 
@@ -248,7 +263,9 @@ def records_from_table(
         raise ValueError(f"path {path!r} is not a file; expected a .csv, .tsv, .txt, .jsonl or .json table")
     extension = os.path.splitext(path)[1].lower()
     if extension in (".jsonl", ".json"):
-        records = datasets.load_dataset("json", data_files=path, split="train", streaming=streaming, cache_dir=cache_dir)
+        records = datasets.load_dataset(
+            "json", data_files=path, split="train", streaming=streaming, cache_dir=cache_dir
+        )
     elif extension in (".csv", ".tsv", ".txt"):
         options: dict[str, Any] = {"sep": delimiter or ("\t" if extension == ".tsv" else ",")}
         if column_names is not None:
@@ -401,9 +418,8 @@ class VideoClipDecoder:
         backend: "auto" (decord, then PyAV), "decord" or "pyav".
         stats: counters for skipped samples; a new `DecodeStats()` by default (read it back as `.stats`).
 
-    Call on one example (dict with "video" and optional "label" / "caption") -> the same keys with
-    "pixel_values" (T, 3, H', W') added, or None when the video failed to decode. `batch` does the same on the
-    column-oriented batches `Dataset.with_transform` passes.
+    Call on one example (dict with "video" and optional "label" / "caption") -> {"pixel_values": (T, 3, H', W')
+    or None when the video failed to decode, "label", "caption"}; the failure is counted in `stats`.
     """
 
     def __init__(
@@ -460,19 +476,49 @@ class VideoClipDecoder:
         out["pixel_values"] = pixel_values
         return out
 
-    def batch(self, batch: dict[str, list]) -> dict[str, list]:
-        """Column-oriented version of `__call__` for `Dataset.with_transform`."""
-        size = len(batch["video"])
-        rows = [self({key: values[i] for key, values in batch.items()}) for i in range(size)]
-        return {key: [row[key] for row in rows] for key in rows[0]}
+
+class _DecodeOrSubstitute:
+    """`with_transform` function of a map-style dataset: decode each row; replace a broken one by a random other.
+
+    Replacing, as the official loaders do, keeps indexing total and batches full, so `len()` and epoch-based
+    schedules stay valid. Every failure is counted (and can stop the run) in the decoder's `DecodeStats`.
+    """
+
+    MAX_CONSECUTIVE_FAILURES = 100
+
+    def __init__(self, decoder: VideoClipDecoder, records: datasets.Dataset):
+        self.decoder, self.records = decoder, records
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        rows = [{key: values[i] for key, values in batch.items()} for i in range(len(batch["video"]))]
+        decoded = [self._decode(row) for row in rows]
+        return {key: [out[key] for out in decoded] for key in decoded[0]}
+
+    def _decode(self, row: dict) -> dict:
+        for _ in range(self.MAX_CONSECUTIVE_FAILURES):
+            try:
+                pixel_values = self.decoder.decode(row["video"])
+            except VideoDecodeError as error:
+                self.decoder.stats.record_failure(error)
+                # torch's global generator: seeded per DataLoader worker and by transformers.set_seed.
+                row = self.records[int(torch.randint(len(self.records), (1,)).item())]
+                continue
+            self.decoder.stats.record_success()
+            return {**{key: row[key] for key in ("label", "caption") if key in row}, "pixel_values": pixel_values}
+        raise TooManyDecodeFailures(
+            f"{self.MAX_CONSECUTIVE_FAILURES} videos in a row failed to decode; the data looks broken "
+            f"({self.decoder.stats})"
+        )
 
 
 def decode_videos(records: Records, decoder: VideoClipDecoder) -> Records:
     """Attach lazy decoding to records from `load_video_records`.
 
-    Map-style Dataset: `with_transform(decoder.batch)`; indexing decodes, and a failed sample has
-    pixel_values None (dropped by `VideoCollator`). IterableDataset: `map(decoder)` then a filter that drops the
-    failed samples, so iteration yields only good clips.
+    IterableDataset (streaming): `map(decoder)` then a filter, so iteration yields exactly the clips that decode
+    and skips the rest. Map-style Dataset: `with_transform`; indexing decodes, and a row whose video fails is
+    replaced by a random other row that decodes (as the official loaders do), so batches stay full and `len()`
+    stays true. Either way every failure is counted and logged in `decoder.stats`. For an exact evaluation that
+    must not repeat clips, iterate a streaming / `records.to_iterable_dataset()` version.
 
     Returns:
         a dataset of examples {"pixel_values": (T, 3, H, W) float32, ["label"], ["caption"]}.
@@ -480,20 +526,21 @@ def decode_videos(records: Records, decoder: VideoClipDecoder) -> Records:
     if isinstance(records, datasets.IterableDataset):
         return records.map(decoder).filter(lambda example: example["pixel_values"] is not None)
     if isinstance(records, datasets.Dataset):
-        return records.with_transform(decoder.batch)
+        if len(records) == 0:
+            raise ValueError("records is an empty dataset; there is nothing to decode")
+        return records.with_transform(_DecodeOrSubstitute(decoder, records))
     raise ValueError(f"records must be a datasets.Dataset or IterableDataset, got {type(records).__name__}")
 
 
 class VideoCollator:
     """Batch decoded examples for a DataLoader or the HF Trainer.
 
-    Examples whose pixel_values is None (failed decoding) are dropped. Output:
-    {"pixel_values": float32 (B, T, C, H, W)} plus "labels": int64 (B,) when the examples have labels and
-    "captions": list[str] (B) when they have captions.
+    Output: {"pixel_values": float32 (B, T, C, H, W)} plus "labels": int64 (B,) when the examples have labels and
+    "captions": list[str] (B) when they have captions. Examples whose pixel_values is None (a failed
+    `VideoClipDecoder.__call__` used directly) are dropped; `decode_videos` datasets never produce them.
 
     Raises:
-        VideoDecodeError: every example of the batch failed to decode. (Only map-style datasets can hit this;
-            on badly broken data prefer `records.to_iterable_dataset()`, whose filter keeps batches full.)
+        VideoDecodeError: every example of the batch had failed to decode.
     """
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, Any]:

@@ -8,11 +8,13 @@ Randomness: pass a `numpy.random.Generator` or a `torch.Generator` for reproduci
 draws come from torch's global generator, which DataLoader seeds differently in every worker and
 `transformers.set_seed` seeds for the whole run -- unlike numpy's global state, which forked workers share.
 
-| rule              | official source                                    | used for                              |
-|-------------------|----------------------------------------------------|---------------------------------------|
-| `tsn_indices`     | single_modality/datasets/mae.py `_sample_train_indices` | Stage-1 pre-training               |
-| `sparse_train_indices` / `sparse_test_indices` | kinetics_sparse.py `_get_seq_frames` | Stage-1 fine-tuning train / val / test |
-| `rand_indices` / `middle_indices` | multi_modality/dataset/video_utils.py `get_frame_indices` | Stage-2 train / test |
+| rule                   | official source (all under the official repository)          | used for               |
+|------------------------|--------------------------------------------------------------|------------------------|
+| `tsn_indices`          | single_modality/datasets/mae.py `_sample_train_indices`      | Stage-1 pre-training   |
+| `sparse_train_indices` | single_modality/datasets/kinetics_sparse.py `_get_seq_frames` | fine-tuning, train     |
+| `sparse_test_indices`  | the same, with a clip index                                   | fine-tuning, val / test |
+| `rand_indices`         | multi_modality/dataset/video_utils.py `get_frame_indices`    | Stage-2 training       |
+| `middle_indices`       | the same, sample="middle"                                     | Stage-2 evaluation     |
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ def _integers(low: np.ndarray, high: np.ndarray, generator: Generator) -> np.nda
     if isinstance(generator, np.random.Generator):
         return generator.integers(low, high).astype(np.int64)
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a numpy.random.Generator, a torch.Generator or None, got {type(generator).__name__}")
+        raise ValueError(
+            f"generator must be a numpy.random.Generator, a torch.Generator or None, got {type(generator).__name__}"
+        )
     # float64 uniforms are exact enough for any frame count below 2**52.
     uniform = torch.rand(low.shape, dtype=torch.float64, generator=generator).numpy()
     return np.minimum(low + np.floor(uniform * (high - low)).astype(np.int64), high - 1)

@@ -280,7 +280,9 @@ def frames_to_tchw(frames: np.ndarray | torch.Tensor, layout: str | None = None)
         elif second_is_channel:
             layout = "TCHW"
         else:
-            raise ValueError(f"cannot find the channel dimension (size 1, 3 or 4) in frames of shape {tuple(tensor.shape)}")
+            raise ValueError(
+                f"cannot find the channel dimension (size 1, 3 or 4) in frames of shape {tuple(tensor.shape)}"
+            )
     if layout == "THWC":
         tensor = tensor.permute(0, 3, 1, 2)
     elif layout != "TCHW":
@@ -291,7 +293,9 @@ def frames_to_tchw(frames: np.ndarray | torch.Tensor, layout: str | None = None)
     elif channels == 4:
         tensor = tensor[:, :3]
     elif channels != 3:
-        raise ValueError(f"frames must have 1, 3 or 4 channels, got {channels} (shape {tuple(tensor.shape)}, layout {layout})")
+        raise ValueError(
+            f"frames must have 1, 3 or 4 channels, got {channels} (shape {tuple(tensor.shape)}, layout {layout})"
+        )
     return tensor.contiguous()
 
 
@@ -315,7 +319,9 @@ def _load_source(source: VideoSource, timeout: float, retries: int) -> str | byt
         # decord needs a seekable file; reading the object into memory works for sockets and pipes too.
         data = source.read()
         if not isinstance(data, bytes):
-            raise ValueError(f"source file object must be opened in binary mode, its read() returned {type(data).__name__}")
+            raise ValueError(
+                f"source file object must be opened in binary mode, its read() returned {type(data).__name__}"
+            )
     else:
         raise ValueError(
             f"source must be a path, http(s) URL, bytes, a binary file object, or a numpy/torch frame array; "
@@ -432,7 +438,8 @@ class VideoReader:
             break
         if frames.shape[0] != len(index_list):  # guards against a backend silently returning fewer frames
             raise VideoDecodeError(
-                self.source_name, f"{self._backend.name} returned {frames.shape[0]} frames for {len(index_list)} indices"
+                self.source_name,
+                f"{self._backend.name} returned {frames.shape[0]} frames for {len(index_list)} indices",
             )
         self._frame_size = tuple(frames.shape[-2:])
         return frames

@@ -78,9 +78,12 @@ class UMTVideoProcessor(BaseVideoProcessor):
     defaults V = 1 and the shape is simply (B, T, C, H, W). Combine per-view logits with `merge_views`, which
     averages per-view softmax probabilities as the official multi-view test does.
 
-    Resizing: the short side goes to `size["shortest_edge"]` and the long side to `int(short * long / short)` as
-    the official `Resize`; interpolation is bilinear with antialiasing (the official code used OpenCV without
+    Resizing: the short side goes to S = `size["shortest_edge"]` and the long side to `int(S * long / short)` as
+    in the official `Resize`; interpolation is bilinear with antialiasing (the official code used OpenCV without
     antialiasing; the two differ by a few grey levels on downscaled frames).
+
+    The video-classification pipeline scores the first view only; use the processor, the model and
+    `merge_views` for multi-view testing.
     """
 
     resample = PILImageResampling.BILINEAR
@@ -141,10 +144,19 @@ class UMTVideoProcessor(BaseVideoProcessor):
         """
         settings = {
             name: kwargs[name] if kwargs.get(name) is not None else getattr(self, name)
-            for name in ("num_temporal_clips", "num_spatial_crops", "frame_sampling", "video_backend", "do_sample_frames")
+            for name in (
+                "num_temporal_clips",
+                "num_spatial_crops",
+                "frame_sampling",
+                "video_backend",
+                "do_sample_frames",
+            )
         }
         self._check_view_settings(
-            settings["num_temporal_clips"], settings["num_spatial_crops"], settings["frame_sampling"], settings["video_backend"]
+            settings["num_temporal_clips"],
+            settings["num_spatial_crops"],
+            settings["frame_sampling"],
+            settings["video_backend"],
         )
         if settings["num_temporal_clips"] > 1 and not settings["do_sample_frames"]:
             raise ValueError(
@@ -285,7 +297,9 @@ class UMTVideoProcessor(BaseVideoProcessor):
                     for top, left in boxes
                 ]
             )  # (clips * crops, T, C, out_h, out_w), clip-major
-            cropped = self.rescale_and_normalize(cropped, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
+            cropped = self.rescale_and_normalize(
+                cropped, do_rescale, rescale_factor, do_normalize, image_mean, image_std
+            )
             views.extend(cropped.unbind(0))
         return BatchFeature(data={"pixel_values_videos": views}, tensor_type=return_tensors)
 
@@ -301,6 +315,7 @@ class UMTVideoProcessor(BaseVideoProcessor):
         """
         if logits.ndim != 2 or logits.shape[0] % num_views:
             raise ValueError(
-                f"logits must be (B * num_views, num_labels) with num_views={num_views}, got shape {tuple(logits.shape)}"
+                f"logits must be (B * num_views, num_labels) with num_views={num_views}, "
+                f"got shape {tuple(logits.shape)}"
             )
         return logits.float().softmax(-1).reshape(-1, num_views, logits.shape[-1]).mean(1)

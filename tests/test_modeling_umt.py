@@ -432,7 +432,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(model_class, use_reentr
     else:
         inputs["labels"] = torch.tensor([0, 2])
     reference = _grads(model, inputs)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
     assert all(layer.gradient_checkpointing for layer in model.umt.encoder.layer)
     calls = []
     for layer in model.umt.encoder.layer:  # count the blocks actually run through torch.utils.checkpoint
@@ -449,7 +449,7 @@ def test_gradient_checkpointing_with_frozen_patch_embedding():
     # The PEFT pattern: frozen input layer + reentrant checkpointing needs `enable_input_require_grads`.
     model = make(UMTForVideoClassification).train()
     model.umt.embeddings.requires_grad_(False)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
     model.enable_input_require_grads()
     model(video(), labels=torch.tensor([1, 0])).loss.backward()
     grad = model.umt.encoder.layer[0].attention.query.weight.grad

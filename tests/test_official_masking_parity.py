@@ -19,7 +19,7 @@ from modeling_umt.masking import gather_visible, random_mask, semantic_mask, tub
 from modeling_umt.teacher import UMTTeacher
 
 REPO = os.environ.get("UMT_OFFICIAL_REPO")
-pytestmark = pytest.mark.skipif(not REPO, reason="set UMT_OFFICIAL_REPO to an OpenGVLab/unmasked_teacher checkout to run")
+pytestmark = pytest.mark.skipif(not REPO, reason="UMT_OFFICIAL_REPO unset (path to an unmasked_teacher checkout)")
 
 
 def _import(relative: str, name: str):

@@ -61,52 +61,66 @@ def video_dir(tmp_path_factory):
 
 
 def decoder(stats=None, backend="auto"):
-    return VideoClipDecoder(num_frames=4, sampling="sparse_test", transform=EvalTransform(16), backend=backend, stats=stats)
+    return VideoClipDecoder(
+        num_frames=4, sampling="sparse_test", transform=EvalTransform(16), backend=backend, stats=stats
+    )
 
 
-def check_batches(batches, expected_clips=NUM_GOOD):
+def check_batches(batches):
+    """All clips valid, each with the label of its own video; returns the labels."""
     clips = torch.cat([batch["pixel_values"] for batch in batches])
     labels = torch.cat([batch["labels"] for batch in batches])
-    assert clips.shape == (expected_clips, 4, 3, 16, 16) and clips.dtype == torch.float32
+    assert clips.shape[1:] == (4, 3, 16, 16) and clips.dtype == torch.float32
     # Each clip's brightness matches its label: the right video went with the right label.
     grey = (clips[:, :, 0] * 0.229 + 0.485).mean(dim=(1, 2, 3)) * 255
-    torch.testing.assert_close(grey, torch.tensor([float(level_of(l)) for l in labels]), atol=3, rtol=0)
+    torch.testing.assert_close(grey, torch.tensor([float(level_of(label)) for label in labels]), atol=3, rtol=0)
+    return labels.tolist()
 
 
-def test_csv_map_style_skips_every_kind_of_broken_entry(video_dir, tmp_path, caplog):
+def skip_messages(caplog):
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped a sample")]
+
+
+def test_streaming_csv_yields_exactly_the_good_clips_and_reports_the_skips(video_dir, tmp_path, caplog):
+    stats = DecodeStats()
+    records = records_from_table(video_dir / "clips.csv", streaming=True, cache_dir=str(tmp_path))
+    dataset = decode_videos(records, decoder(stats))
+    with caplog.at_level(logging.WARNING, logger="processors.datasets"):
+        batches = list(torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=VideoCollator()))
+    assert check_batches(batches) == [i % 3 for i in range(NUM_GOOD)]  # every good clip once, in order
+    assert all(len(batch["labels"]) == 5 for batch in batches[:-1])  # filtered before batching: batches stay full
+    assert (stats.num_decoded, stats.num_skipped) == (NUM_GOOD, len(BROKEN_KINDS))
+    messages = skip_messages(caplog)
+    assert [kind for kind in BROKEN_KINDS if any(f"{kind}.mp4" in m for m in messages)] == list(BROKEN_KINDS)
+    # The running total: broken entries are samples 5, 14, 23 and 32.
+    assert [m.split("(")[-1] for m in messages] == [f"{k + 1} of {9 * k + 5} samples skipped so far)" for k in range(4)]
+
+
+def test_map_style_csv_replaces_broken_rows_and_counts_them(video_dir, tmp_path, caplog):
     records = records_from_table(video_dir / "clips.csv", cache_dir=str(tmp_path))
     assert len(records) == NUM_GOOD + len(BROKEN_KINDS) and set(records.column_names) == {"video", "label", "caption"}
     stats = DecodeStats()
     dataset = decode_videos(records, decoder(stats))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=VideoCollator())
+    assert len(dataset) == len(records)
+    torch.manual_seed(0)
     with caplog.at_level(logging.WARNING, logger="processors.datasets"):
-        batches = list(loader)
-    check_batches(batches)
-    assert (stats.num_decoded, stats.num_skipped) == (NUM_GOOD, len(BROKEN_KINDS))
-    skipped_messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped a sample")]
-    assert len(skipped_messages) == len(BROKEN_KINDS)
-    for kind in BROKEN_KINDS:
-        assert any(f"{kind}.mp4" in message for message in skipped_messages)
-    # The running total: the last broken entry is the 32nd sample (rows 4, 13, 22 and 31).
-    assert [m.endswith(f"({k + 1} of {9 * k + 5} samples skipped so far)") for k, m in enumerate(skipped_messages)] == [True] * 4
+        batches = list(torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=VideoCollator()))
+    labels = check_batches(batches)  # broken rows were served by good clips, with their own labels
+    assert len(labels) == len(records) and all(len(batch["labels"]) == 5 for batch in batches)
+    assert stats.num_decoded == len(records) and stats.num_skipped >= len(BROKEN_KINDS)
+    messages = skip_messages(caplog)
+    assert len(messages) == stats.num_skipped
+    assert all(any(f"{kind}.mp4" in m for m in messages) for kind in BROKEN_KINDS)
 
 
-def test_csv_streaming_yields_only_the_good_clips(video_dir, tmp_path):
+def test_counts_add_up_across_dataloader_workers(video_dir, tmp_path):
     stats = DecodeStats()
-    records = records_from_table(video_dir / "clips.csv", streaming=True, cache_dir=str(tmp_path))
+    records = records_from_table(video_dir / "clips.csv", cache_dir=str(tmp_path))
     dataset = decode_videos(records, decoder(stats))
-    batches = list(torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=VideoCollator()))
-    check_batches(batches)
-    assert all(len(batch["labels"]) == 5 for batch in batches[:-1])  # filtered before batching: batches stay full
-    assert (stats.num_decoded, stats.num_skipped) == (NUM_GOOD, len(BROKEN_KINDS))
-
-
-def test_skips_are_counted_across_dataloader_workers(video_dir, tmp_path):
-    stats = DecodeStats()
-    dataset = decode_videos(records_from_table(video_dir / "clips.csv", cache_dir=str(tmp_path)), decoder(stats))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=VideoCollator(), num_workers=2)
-    check_batches(list(loader))
-    assert (stats.num_decoded, stats.num_skipped) == (NUM_GOOD, len(BROKEN_KINDS))
+    # batch 3: the broken rows 4, 13, 22, 31 fall in batches 1, 4, 7, 10, read by workers 1, 0, 1, 0.
+    loader = torch.utils.data.DataLoader(dataset, batch_size=3, collate_fn=VideoCollator(), num_workers=2)
+    assert len(check_batches(list(loader))) == len(records)
+    assert stats.num_decoded == len(records) and stats.num_skipped >= len(BROKEN_KINDS)
 
 
 def test_mostly_broken_data_stops_with_a_clear_error(tmp_path):
@@ -117,16 +131,24 @@ def test_mostly_broken_data_stops_with_a_clear_error(tmp_path):
         handle.write("video,label\n" + "".join(f"{p},0\n" for p in paths))
     stats = DecodeStats(max_bad_fraction=0.5, min_samples=6)
     records = records_from_table(tmp_path / "list.csv", streaming=True, cache_dir=str(tmp_path / "cache"))
-    dataset = decode_videos(records, decoder(stats))
     with pytest.raises(TooManyDecodeFailures, match=r"of 6 samples failed to decode .*max_bad_fraction=50%"):
-        list(dataset)
+        list(decode_videos(records, decoder(stats)))
+    # Map-style: replacing broken rows cannot hide it either.
+    records = records_from_table(tmp_path / "list.csv", cache_dir=str(tmp_path / "cache"))
+    dataset = decode_videos(records, decoder(DecodeStats(max_bad_fraction=0.5, min_samples=6)))
+    with pytest.raises(TooManyDecodeFailures, match="failed to decode"):
+        [dataset[i] for i in range(len(dataset))]
 
 
 def test_jsonl_with_captions(video_dir, tmp_path):
     records = load_video_records(video_dir / "clips.jsonl", cache_dir=str(tmp_path))
     assert set(records.column_names) == {"video", "caption"}
     batch = VideoCollator()([decoder()(records[i]) for i in range(3)])
-    assert set(batch) == {"pixel_values", "captions"} and batch["captions"] == ["clip 0 of class 0", "clip 1 of class 1", "clip 2 of class 2"]
+    assert set(batch) == {"pixel_values", "captions"} and batch["captions"] == [
+        "clip 0 of class 0",
+        "clip 1 of class 1",
+        "clip 2 of class 2",
+    ]
 
 
 def test_class_folder_source(video_dir, tmp_path):
@@ -169,10 +191,15 @@ def test_webdataset_shards_are_read_as_bytes_and_decoded_by_our_decoder(shard_di
     records = records_from_webdataset(str(shard_dir / "train-*.tar"), streaming=streaming, cache_dir=str(tmp_path))
     stats = DecodeStats()
     examples = list(decode_videos(records, decoder(stats)))
-    good = [e for e in examples if e["pixel_values"] is not None]
-    assert [e["label"] for e in good] == [0, 1, 2, 1, 2]  # clip 3 (truncated) skipped
-    assert [e["caption"] for e in good] == ["clip 0", "clip 1", "clip 2", "clip 4", "clip 5"]
-    assert stats.num_skipped == 1 and stats.num_decoded == 5
+    captions = [e["caption"] for e in examples]
+    if streaming:  # clip 3 (truncated) skipped
+        assert captions == ["clip 0", "clip 1", "clip 2", "clip 4", "clip 5"]
+        assert (stats.num_decoded, stats.num_skipped) == (5, 1)
+    else:  # clip 3 replaced by another clip, with that clip's own label
+        assert captions[:3] + captions[4:] == ["clip 0", "clip 1", "clip 2", "clip 4", "clip 5"]
+        assert captions[3] in captions[:3] + captions[4:] and stats.num_decoded == 6 and stats.num_skipped >= 1
+    assert all(e["label"] == int(e["caption"].split()[1]) % 3 for e in examples)
+    assert all(e["pixel_values"].shape == (4, 3, 16, 16) for e in examples)
 
 
 def test_hub_code_path_streams_a_local_dataset_folder(shard_dir, tmp_path):

@@ -20,7 +20,9 @@ from processors.synthetic import (
 )
 from processors.video_io import read_video
 
-SMALL = SyntheticConfig(num_videos=20, num_frames=8, size=32, seed=3, shard_size=8)
+# 48 px: from this size up libx264's output is reproducible byte for byte (at 32 px x264 occasionally decides
+# differently from run to run; see SyntheticConfig).
+SMALL = SyntheticConfig(num_videos=20, num_frames=8, size=48, seed=3, shard_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +51,20 @@ def test_layout_metadata_and_class_balance(dataset):
 
 def test_videos_decode_to_the_configured_shape(dataset):
     frames, video_info, _ = read_video(dataset / "videos" / "000007.mp4")
-    assert frames.shape == (8, 3, 32, 32) and video_info.num_frames == 8 and video_info.fps == SMALL.fps
+    assert frames.shape == (8, 3, 48, 48) and video_info.num_frames == 8 and video_info.fps == SMALL.fps
 
 
 def test_generation_is_deterministic_and_independent_of_worker_count(dataset, tmp_path):
     again = generate_synthetic_dataset(tmp_path / "again", SMALL, num_workers=1)
     assert read_rows(again) == read_rows(dataset)
-    for name in ("000000.mp4", "000013.mp4"):
-        a, _, _ = read_video(dataset / "videos" / name)
-        b, _, _ = read_video(again / "videos" / name)
-        assert (a == b).all()
-    other_seed = generate_synthetic_dataset(tmp_path / "other", SyntheticConfig(**{**SMALL.__dict__, "num_videos": 2, "seed": 4}))
-    assert not (read_video(other_seed / "videos" / "000000.mp4")[0] == read_video(dataset / "videos" / "000000.mp4")[0]).all()
+    for row in read_rows(dataset):
+        assert (dataset / row["path"]).read_bytes() == (again / row["path"]).read_bytes(), row["path"]
+    other_seed = generate_synthetic_dataset(
+        tmp_path / "other", SyntheticConfig(**{**SMALL.__dict__, "num_videos": 2, "seed": 4})
+    )
+    assert not (
+        read_video(other_seed / "videos" / "000000.mp4")[0] == read_video(dataset / "videos" / "000000.mp4")[0]
+    ).all()
 
 
 @pytest.mark.parametrize("pair", [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)])
@@ -115,7 +119,9 @@ def test_command_line(tmp_path):
     out = tmp_path / "cli"
     command = [sys.executable, "-m", "processors.synthetic", "--out", str(out), "--num_videos", "3",
                "--num_frames", "4", "--size", "16", "--codec", "mpeg4", "--num_workers", "1"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "wrote 3 clips" in result.stdout and len(read_rows(out)) == 3
     assert read_video(out / "videos" / "000002.mp4")[0].shape == (4, 3, 16, 16)

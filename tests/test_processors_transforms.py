@@ -100,7 +100,9 @@ def test_stage1_crop_is_the_official_box_resized_bilinearly():
     clip = textured_clip(height=60, width=80)
     top, left, h, w = multi_scale_crop_params(60, 80, 32, generator=torch.Generator().manual_seed(3))
     box = clip[..., top : top + h, left : left + w].float()
-    reference = torch.nn.functional.interpolate(box, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    reference = torch.nn.functional.interpolate(
+        box, size=(32, 32), mode="bilinear", antialias=True, align_corners=False
+    )
     out = Stage1TrainTransform(size=32, flip_prob=0.0).crop(clip, torch.Generator().manual_seed(3))
     assert (out.float() - reference.round().clamp(0, 255)).abs().max() <= 1
 

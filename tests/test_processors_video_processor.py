@@ -33,9 +33,13 @@ def reference(path, indices, shortest_edge, crop, left_offsets=None):
     height, width = frames.shape[-2:]
     new_h, new_w = (shortest_edge, int(shortest_edge * width / height)) if height <= width else (
         int(shortest_edge * height / width), shortest_edge)  # fmt: skip
-    resized = torch.nn.functional.interpolate(
-        frames.float(), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
-    ).round().clamp(0, 255)
+    resized = (
+        torch.nn.functional.interpolate(
+            frames.float(), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+        )
+        .round()
+        .clamp(0, 255)
+    )
     top = int(round((new_h - crop) / 2))
     lefts = left_offsets if left_offsets is not None else [int(round((new_w - crop) / 2))]
     return [((resized[..., top : top + crop, left : left + crop] / 255) - MEAN) / STD for left in lefts]
@@ -58,7 +62,9 @@ def test_multi_view_output_layout(video_file):
     processor = UMTVideoProcessor(size={"shortest_edge": 32}, crop_size=32, num_temporal_clips=2, num_spatial_crops=3)
     assert processor.num_views() == 6
     data = video_file.read_bytes()
-    pixel_values = processor([video_file, data], do_sample_frames=True, num_frames=4, return_tensors="pt")["pixel_values"]
+    pixel_values = processor([video_file, data], do_sample_frames=True, num_frames=4, return_tensors="pt")[
+        "pixel_values"
+    ]
     assert pixel_values.shape == (2 * 6, 4, 3, 32, 32)
     # Video-major, then clip-major, then crop: left / centre / right at int(k * (42 - 32) / 2).
     for clip in range(2):
@@ -171,11 +177,13 @@ def test_pipeline_classifies_an_mp4_path_and_decoded_frames(saved_model_dir, vid
     with torch.no_grad():
         probs = classifier.model(**inputs).logits.softmax(-1)[0]
     for result in from_path:
-        assert result["score"] == pytest.approx(probs[classifier.model.config.label2id[result["label"]]].item(), abs=1e-6)
+        assert result["score"] == pytest.approx(
+            probs[classifier.model.config.label2id[result["label"]]].item(), abs=1e-6
+        )
 
     frames = decord.VideoReader(str(video_file)).get_batch(list(range(NUM_FRAMES))).asnumpy()  # (T, H, W, C)
     from_array = classifier(frames)
     from_list = classifier([list(frames)])[0]  # a list of frames must be wrapped: a bare list is a batch
-    for a, b, c in zip(from_path, from_array, from_list):
+    for a, b, c in zip(from_path, from_array, from_list, strict=True):
         assert a["label"] == b["label"] == c["label"]
         assert a["score"] == pytest.approx(b["score"], abs=1e-3) and b["score"] == pytest.approx(c["score"], abs=1e-6)

@@ -72,7 +72,7 @@ def ln_post_proj(tower, tokens):
     return F.layer_norm(tokens, (tokens.shape[-1],), tower.ln_post.weight, tower.ln_post.bias, 1e-5) @ tower.proj
 
 
-# ---------------------------------------------------------------------------------------------------------- core
+# ------------------------------------------------------------------------------------------------ core
 
 
 def test_shapes_dtypes_and_ascending_return_index():
@@ -116,7 +116,8 @@ def test_tokens_are_t_major_and_frames_independent():
     out = teacher(video)
     for t in range(3):
         single = teacher(video[:, t : t + 1])
-        torch.testing.assert_close(out.hidden_states[:, :, t * 16 : (t + 1) * 16], single.hidden_states, atol=1e-6, rtol=0)
+        frame_tokens = out.hidden_states[:, :, t * 16 : (t + 1) * 16]
+        torch.testing.assert_close(frame_tokens, single.hidden_states, atol=1e-6, rtol=0)
         torch.testing.assert_close(out.cls_attention[:, t], single.cls_attention[:, 0], atol=1e-6, rtol=0)
 
 
@@ -175,7 +176,7 @@ def test_positional_embedding_resize_keeps_cls_row():
     assert resize_positional_embedding(pos, 4) is pos
 
 
-# ---------------------------------------------------------------------------------------------------------- open_clip
+# ------------------------------------------------------------------------------------------------ open_clip
 
 
 def _tiny_open_clip_visual():
@@ -220,7 +221,8 @@ def test_open_clip_and_official_state_dict_paths_give_identical_outputs(tmp_path
     with torch.no_grad():
         visual.proj.mul_(2.0)
         sd["proj"].mul_(2.0)
-    assert torch.equal(a(video).hidden_states, oa.hidden_states) and torch.equal(b(video).hidden_states, oa.hidden_states)
+    assert torch.equal(a(video).hidden_states, oa.hidden_states)
+    assert torch.equal(b(video).hidden_states, oa.hidden_states)
 
 
 def test_open_clip_by_name_loads_local_checkpoint_and_requires_weights(tmp_path):
@@ -260,7 +262,7 @@ def test_preset_clip_b16_is_the_official_teacher_architecture():
         UMTTeacher.from_preset("clip_b32", random_init=True)
 
 
-# ---------------------------------------------------------------------------------------------------------- transformers
+# ------------------------------------------------------------------------------------------------ transformers
 
 
 def _tiny_hf_config(**kw):
@@ -284,7 +286,8 @@ def test_transformers_backend_matches_its_eager_output_attentions(tmp_path):
     ref = torch.stack([hf.visual_projection(post(o.hidden_states[i + 1][:, 1:])) for i in teacher.return_index])
     out = teacher(video)
     torch.testing.assert_close(out.hidden_states, ref.reshape(3, 2, 48, OUT), atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.cls_attention, o.attentions[-1][:, :, 0, 1:].mean(1).reshape(2, 3, 16), atol=1e-5, rtol=0)
+    ref_attention = o.attentions[-1][:, :, 0, 1:].mean(1).reshape(2, 3, 16)  # (N, heads, L, L) -> row 0
+    torch.testing.assert_close(out.cls_attention, ref_attention, atol=1e-5, rtol=0)
     # The same weights from a saved directory (the hub-id path) give the same teacher.
     hf.save_pretrained(tmp_path / "clip")
     again = UMTTeacher.from_transformers(str(tmp_path / "clip"), num_return_layers=3)
@@ -297,7 +300,8 @@ def test_transformers_full_clip_model_and_its_saved_directory(tmp_path):
     text = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=64,
                 bos_token_id=0, eos_token_id=1, pad_token_id=1)
     torch.manual_seed(0)
-    clip = _perturb(CLIPModel(CLIPConfig(vision_config=_tiny_hf_config().to_dict(), text_config=text, projection_dim=12)))
+    config = CLIPConfig(vision_config=_tiny_hf_config().to_dict(), text_config=text, projection_dim=12)
+    clip = _perturb(CLIPModel(config))
     teacher = UMTTeacher.from_transformers(clip.eval(), num_return_layers=2)
     with torch.no_grad():
         hidden = clip.vision_model(pixel_values=_video().flatten(0, 1), output_hidden_states=True).hidden_states
@@ -306,7 +310,8 @@ def test_transformers_full_clip_model_and_its_saved_directory(tmp_path):
     torch.testing.assert_close(out[-1], ref, atol=1e-5, rtol=0)
     # projection_dim sits on the outer CLIPConfig of a full checkpoint; loading the directory must find it.
     clip.save_pretrained(tmp_path / "clip")
-    assert torch.equal(UMTTeacher.from_transformers(tmp_path / "clip", num_return_layers=2)(_video()).hidden_states, out)
+    loaded = UMTTeacher.from_transformers(tmp_path / "clip", num_return_layers=2)
+    assert torch.equal(loaded(_video()).hidden_states, out)
 
 
 def test_transformers_config_builds_random_and_vision_model_has_no_projection():
@@ -323,9 +328,12 @@ def test_transformers_config_builds_random_and_vision_model_has_no_projection():
     torch.testing.assert_close(teacher(_video()).hidden_states, ref, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="hidden_act"):
         UMTTeacher.from_transformers(_tiny_hf_config(hidden_act="relu"))
+    hf.embeddings.class_embedding.ds_id = 0  # what deepspeed.zero.Init leaves on partitioned weights
+    with pytest.raises(ValueError, match="ZeRO-3"):
+        UMTTeacher.from_transformers(hf)
 
 
-# ---------------------------------------------------------------------------------------------------------- official layout
+# ------------------------------------------------------------------------------------------------ official layout
 
 
 def _official_layout_state_dict(tower):
@@ -340,7 +348,8 @@ def test_official_state_dict_wrappers_prefixes_and_files_all_load_the_same(tmp_p
     tower = _tiny_tower()
     sd = _official_layout_state_dict(tower)
     ref = UMTTeacher(tower, num_return_layers=2)(_video()).hidden_states
-    stage2 = {"model": {**{f"clip_teacher.{k}": v for k, v in sd.items()}, "vision_encoder.encoder.norm.weight": torch.ones(3)}}
+    student_key = {"vision_encoder.encoder.norm.weight": torch.ones(3)}
+    stage2 = {"model": {**{f"clip_teacher.{k}": v for k, v in sd.items()}, **student_key}}
     full_clip = {**{f"visual.{k}": v for k, v in sd.items()}, "text_projection": torch.ones(2, 2)}
     torch.save(sd, tmp_path / "vit.pth")
     save_file({**sd, "conv1.weight": sd["conv1.weight"].contiguous()}, str(tmp_path / "vit.safetensors"))
@@ -354,7 +363,8 @@ def test_official_state_dict_resizes_positions_for_a_new_resolution():
     teacher = UMTTeacher.from_official_state_dict(_official_layout_state_dict(tower), image_size=24, num_heads=HEADS,
                                                   num_return_layers=2)
     assert teacher.image_size == 24 and teacher.num_patches == 9
-    torch.testing.assert_close(teacher.vision.positional_embedding, resize_positional_embedding(tower.positional_embedding, 3))
+    expected = resize_positional_embedding(tower.positional_embedding, 3)
+    torch.testing.assert_close(teacher.vision.positional_embedding, expected)
     assert teacher(_video(H=SIZE, W=SIZE)).hidden_states.shape == (2, 2, 3 * 9, OUT)
 
 
@@ -364,7 +374,7 @@ def test_from_preset_with_a_local_file_checks_the_architecture(tmp_path):
         UMTTeacher.from_preset("clip_b16", pretrained=str(tmp_path / "vit.pth"))
 
 
-# ---------------------------------------------------------------------------------------------------------- errors
+# ------------------------------------------------------------------------------------------------ errors
 
 
 def test_invalid_inputs_raise_value_errors_naming_the_argument():
@@ -384,9 +394,10 @@ def test_invalid_inputs_raise_value_errors_naming_the_argument():
         _tiny_tower(act="relu")
     sd = _official_layout_state_dict(_tiny_tower())
     with pytest.raises(ValueError, match="temporal kernel 2"):
-        UMTTeacher.from_official_state_dict({**sd, "conv1.weight": sd["conv1.weight"].repeat(1, 1, 2, 1, 1)}, num_heads=HEADS)
+        two_frame_conv = sd["conv1.weight"].repeat(1, 1, 2, 1, 1)
+        UMTTeacher.from_official_state_dict({**sd, "conv1.weight": two_frame_conv}, num_heads=HEADS)
     with pytest.raises(ValueError, match="exactly one CLIP visual encoder"):
-        UMTTeacher.from_official_state_dict({**{f"a.{k}": v for k, v in sd.items()}, **{f"b.{k}": v for k, v in sd.items()}})
+        UMTTeacher.from_official_state_dict({f"{tower}.{k}": v for k, v in sd.items() for tower in ("a", "b")})
     with pytest.raises(ValueError, match="missing"):
         UMTTeacher.from_official_state_dict({k: v for k, v in sd.items() if k != "ln_post.bias"}, num_heads=HEADS)
     with pytest.raises(ValueError, match="num_heads=None"):

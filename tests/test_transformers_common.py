@@ -8,6 +8,7 @@ Tests that do not apply to UMT are skipped below, each with a one-line reason.
 from __future__ import annotations
 
 import contextlib
+import copy
 import unittest
 import warnings
 from unittest import mock
@@ -240,3 +241,60 @@ class UMTModelTest(ModelTesterMixin, unittest.TestCase):
         for model_class in self.all_model_classes:
             with self.subTest(model_class.__name__), self._single_model_class(model_class):
                 super().test_hidden_states_output()
+
+    # ---- stand-in for transformers' ExportTesterMixin (tests/exporters/ is not in the sdist) -----------------
+    def test_torch_export(self):
+        # Unmasked forward only: dropping tokens has a data-dependent shape (and a data-dependent equal-count check).
+        config, inputs_dict = self.model_tester.prepare_config_and_inputs_for_common()
+        pixel_values = inputs_dict["pixel_values"]
+        for model_class in self.all_model_classes:
+            with self.subTest(model_class.__name__):
+                model = model_class(copy.deepcopy(config)).eval()
+                exported = torch.export.export(model, args=(pixel_values,), strict=False)
+                with torch.no_grad():
+                    expected, got = model(pixel_values), exported.module()(pixel_values)
+                for key, value in expected.items():
+                    torch.testing.assert_close(got[key], value, msg=key)
+
+    # ---- common tests that do not apply to UMT (each says why) ------------------------------------------------
+    def test_inputs_embeds(self):
+        self.skipTest("no token embeddings: UMT takes pixel_values through a Conv3d patch embedding")
+
+    def test_inputs_embeds_matches_input_ids(self):
+        self.skipTest("no input_ids / inputs_embeds: UMT takes pixel_values only")
+
+    def test_resize_tokens_embeddings(self):
+        self.skipTest("no token embeddings (vocabulary) to resize")
+
+    def test_resize_embeddings_untied(self):
+        self.skipTest("no token embeddings (vocabulary) to resize")
+
+    def test_resize_embeddings_untied_no_reinit_on_post_init(self):
+        self.skipTest("no token embeddings (vocabulary) to resize")
+
+    def test_resize_position_vector_embeddings(self):
+        self.skipTest("the sin-cos table is fixed and rebuilt per layout (interpolate_pos_encoding), not an nn.Embedding")
+
+    def test_feed_forward_chunking(self):
+        self.skipTest("UMT does not chunk its MLP; config.chunk_size_feed_forward is unused")
+
+    def test_enable_input_require_grads_with_gradient_checkpointing(self):
+        self.skipTest(
+            "get_input_embeddings() is the patch-embedding wrapper with no .weight (as VideoMAE), so the mixin finds "
+            "nothing to check; test_modeling_umt.py::test_gradient_checkpointing_with_frozen_patch_embedding covers it"
+        )
+
+    def test_problem_types(self):
+        self.skipTest(
+            "the mixin only picks sequence/image classifiers; test_modeling_umt.py::"
+            "test_classification_losses_and_backward covers the three problem types for the video classifier"
+        )
+
+    def test_load_with_mismatched_shapes(self):
+        self.skipTest(
+            "the mixin only picks sequence classifiers; test_can_load_ignoring_mismatched_shapes covers the video "
+            "classifier's head"
+        )
+
+    def test_sdpa_can_dispatch_composite_models(self):
+        self.skipTest("UMT is not a composite model; test_sdpa_can_dispatch_non_composite_models covers it")
