@@ -99,10 +99,12 @@ def main():
     n = args.batch * args.frames
     print(f"\nViT-B/16 teacher, {args.batch} videos x {args.frames} frames at {args.size} px, CPU, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, {args.repeats} interleaved runs")
-    print(f"| {'model':<45} | median (s) | min (s) | frames/s | vs {base_name} |")
-    print(f"|{'-' * 47}|-----------:|--------:|---------:|------:|")
+    w = max(map(len, results))
+    print(f"| {'model':<{w}} | median (s) | min (s) | frames/s | vs {base_name} |")
+    print(f"|{'-' * (w + 2)}|-----------:|--------:|---------:|{'-' * (len(base_name) + 4)}:|")
+    r = len(base_name) + 2  # the ratio column is as wide as its "vs <base>" header
     for name, (median, best) in results.items():
-        print(f"| {name:<45} | {median:10.2f} | {best:7.2f} | {n / median:8.1f} | {base / median:5.2f}x |")
+        print(f"| {name:<{w}} | {median:10.2f} | {best:7.2f} | {n / median:8.1f} | {base / median:{r}.2f}x |")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Importing this package registers the UMT classes with transformers' Auto classes
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
 
 from .configuration_umt import UMT_PRESETS, UMTConfig
+from .configuration_umt_retrieval import UMTRetrievalConfig
 from .losses import uta_loss
 from .modeling_umt import (
     UMTForPreTraining,
@@ -16,17 +17,22 @@ from .modeling_umt import (
     UMTPreTrainedModel,
     UMTVideoModel,
 )
+from .modeling_umt_retrieval import UMTForVideoTextRetrieval, UMTVideoTextOutput
 
 AutoConfig.register("umt", UMTConfig, exist_ok=True)
 AutoModel.register(UMTConfig, UMTVideoModel, exist_ok=True)
 AutoModelForVideoClassification.register(UMTConfig, UMTForVideoClassification, exist_ok=True)
 AutoModelForPreTraining.register(UMTConfig, UMTForPreTraining, exist_ok=True)
+AutoConfig.register("umt_retrieval", UMTRetrievalConfig, exist_ok=True)
+AutoModel.register(UMTRetrievalConfig, UMTForVideoTextRetrieval, exist_ok=True)
 
 # `auto_map` in saved configs, so a saved directory also loads through remote code on the Hub.
 UMTConfig.register_for_auto_class()
 UMTVideoModel.register_for_auto_class("AutoModel")
 UMTForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
 UMTForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+UMTRetrievalConfig.register_for_auto_class()
+UMTForVideoTextRetrieval.register_for_auto_class("AutoModel")
 
 
 def _register_video_processor() -> None:
@@ -51,4 +57,7 @@ __all__ = [
     "UMTForPreTraining",
     "UMTForPreTrainingOutput",
     "uta_loss",
+    "UMTRetrievalConfig",
+    "UMTForVideoTextRetrieval",
+    "UMTVideoTextOutput",
 ]

