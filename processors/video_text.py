@@ -103,8 +103,10 @@ def records_from_webvid(
     names = _columns(records)
     for required in ("videoid", "name"):
         if required not in names:
-            raise ValueError(f"source {str(source)!r} has no {required!r} column; WebVid columns are videoid, "
-                             f"contentUrl / page_dir, name; got {names}")
+            raise ValueError(
+                f"source {str(source)!r} has no {required!r} column; WebVid columns are videoid, "
+                f"contentUrl / page_dir, name; got {names}"
+            )
     if video_root is None and url_template is None and "contentUrl" not in names:
         raise ValueError(f"source {str(source)!r} has no contentUrl column: pass video_root= or url_template=")
     root = None if video_root is None else os.fspath(video_root)
@@ -147,12 +149,16 @@ def records_from_image_text(
     image = image_column or next((lowered[c] for c in _IMAGE_COLUMNS if c in lowered), None)
     caption = caption_column or next((lowered[c] for c in _CAPTION_COLUMNS if c in lowered), None)
     if image not in names or caption not in names:
-        raise ValueError(f"source {str(source)!r}: cannot find the image / caption columns among {names}; pass "
-                         f"image_column= and caption_column=")
+        raise ValueError(
+            f"source {str(source)!r}: cannot find the image / caption columns among {names}; pass "
+            f"image_column= and caption_column="
+        )
     if records.features is not None and isinstance(records.features.get(image), datasets.Image):
         records = records.cast_column(image, datasets.Image(decode=False))
-    base = os.fspath(image_root) if image_root is not None else (
-        os.path.dirname(os.path.abspath(os.fspath(source))) if os.path.isfile(os.fspath(source)) else None
+    base = (
+        os.fspath(image_root)
+        if image_root is not None
+        else (os.path.dirname(os.path.abspath(os.fspath(source))) if os.path.isfile(os.fspath(source)) else None)
     )
 
     def to_canonical(row: dict, index: int) -> dict:
@@ -240,7 +246,9 @@ class _DecodePairs:
                 continue
             self.decoder.stats.record_success()
             return {**{k: v for k, v in row.items() if k != "video"}, "pixel_values": pixel_values}
-        raise VideoDecodeError(f"<{self.MAX_CONSECUTIVE_FAILURES} rows>", f"all failed to decode ({self.decoder.stats})")
+        raise VideoDecodeError(
+            f"<{self.MAX_CONSECUTIVE_FAILURES} rows>", f"all failed to decode ({self.decoder.stats})"
+        )
 
 
 def decode_pairs(records: Records, decoder) -> Records:
