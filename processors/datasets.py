@@ -22,6 +22,7 @@ happen to decode.
 from __future__ import annotations
 
 import glob
+import math
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -31,16 +32,19 @@ import datasets
 import numpy as np
 import pyarrow.compute
 import torch
+from transformers.trainer_callback import TrainerCallback
 
 from .sampling import SAMPLING_RULES, sample_indices
 from .transforms import EvalTransform
 from .video_io import VideoDecodeError, VideoReader, describe_source
 
 logger = logging.getLogger(__name__)
+INDEX_COLUMN = "__index__"  # the sample index a seeded VideoClipDecoder derives its per-sample generator from
 
 __all__ = [
     "VIDEO_EXTENSIONS",
     "DecodeStats",
+    "DecoderEpochCallback",
     "TooManyDecodeFailures",
     "VideoClipDecoder",
     "VideoCollator",
@@ -417,6 +421,10 @@ class VideoClipDecoder:
             `EvalTransform(224)`.
         backend: "auto" (decord, then PyAV), "decord" or "pyav".
         stats: counters for skipped samples; a new `DecodeStats()` by default (read it back as `.stats`).
+        seed: when set, each sample's frame sampling and augmentation draw from a generator seeded by
+            (seed, epoch, sample index) instead of the global one, so a clip looks the same whichever process,
+            worker or resumed run decodes it; `set_epoch` (or `DecoderEpochCallback` with the Trainer) moves
+            to the next epoch's draws. `decode_videos` adds the sample index column this needs.
 
     Call on one example (dict with "video" and optional "label" / "caption") -> {"pixel_values": (T, 3, H', W')
     or None when the video failed to decode, "label", "caption"}; the failure is counted in `stats`.
@@ -431,6 +439,7 @@ class VideoClipDecoder:
         stats: DecodeStats | None = None,
         url_timeout: float = 30.0,
         url_retries: int = 3,
+        seed: int | None = None,
     ):
         if sampling not in SAMPLING_RULES:
             raise ValueError(f"sampling must be one of {SAMPLING_RULES}, got {sampling!r}")
@@ -440,6 +449,17 @@ class VideoClipDecoder:
         self.transform = transform if transform is not None else EvalTransform(224)
         self.stats = stats if stats is not None else DecodeStats()
         self.url_timeout, self.url_retries = url_timeout, url_retries
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch `epoch`'s per-sample draws (only matters with a `seed`)."""
+        self.epoch = int(epoch)
+
+    def generator_for(self, index: Any) -> torch.Generator | None:
+        """The per-sample generator for sample `index` in the current epoch, or None (global RNG) without a seed."""
+        if self.seed is None or index is None:
+            return None
+        return torch.Generator().manual_seed(hash((self.seed, self.epoch, int(index))) % (2**63))
 
     @staticmethod
     def _source(video: Any) -> Any:
@@ -448,25 +468,27 @@ class VideoClipDecoder:
             return video.get("bytes") or video.get("path")
         return video
 
-    def decode(self, video: Any) -> torch.Tensor:
-        """One video field -> float32 clip (T, 3, H', W'). Raises VideoDecodeError when it cannot be read."""
+    def decode(self, video: Any, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One video field -> float32 clip (T, 3, H', W'). Raises VideoDecodeError when it cannot be read.
+
+        `generator` drives the random frame sampling and augmentation (None: torch's global generator)."""
         source = self._source(video)
         if source is None:
             raise VideoDecodeError(describe_source(video), "the record has neither bytes nor a path")
         try:
             with VideoReader(source, self.backend, timeout=self.url_timeout, retries=self.url_retries) as reader:
-                indices = sample_indices(self.sampling, self.num_frames, reader.num_frames)
+                indices = sample_indices(self.sampling, self.num_frames, reader.num_frames, generator=generator)
                 frames = reader.get_frames(indices)
         except VideoDecodeError as error:
             if isinstance(video, dict) and video.get("bytes") and video.get("path"):
                 # In-memory bytes are described as "<N bytes>"; the member name says which sample it was.
                 raise VideoDecodeError(f"{video['path']!r} ({error.source})", error.cause) from error
             raise
-        return self.transform(frames)
+        return self.transform(frames) if generator is None else self.transform(frames, generator)
 
     def __call__(self, example: dict) -> dict:
         try:
-            pixel_values = self.decode(example["video"])
+            pixel_values = self.decode(example["video"], self.generator_for(example.get(INDEX_COLUMN)))
         except VideoDecodeError as error:
             self.stats.record_failure(error)
             pixel_values = None
@@ -495,13 +517,14 @@ class _DecodeOrSubstitute:
         return {key: [out[key] for out in decoded] for key in decoded[0]}
 
     def _decode(self, row: dict) -> dict:
+        generator = self.decoder.generator_for(row.get(INDEX_COLUMN))
         for _ in range(self.MAX_CONSECUTIVE_FAILURES):
             try:
-                pixel_values = self.decoder.decode(row["video"])
+                pixel_values = self.decoder.decode(row["video"], generator)
             except VideoDecodeError as error:
                 self.decoder.stats.record_failure(error)
                 # torch's global generator: seeded per DataLoader worker and by transformers.set_seed.
-                row = self.records[int(torch.randint(len(self.records), (1,)).item())]
+                row = self.records[int(torch.randint(len(self.records), (1,), generator=generator).item())]
                 continue
             self.decoder.stats.record_success()
             return {**{key: row[key] for key in ("label", "caption") if key in row}, "pixel_values": pixel_values}
@@ -524,10 +547,14 @@ def decode_videos(records: Records, decoder: VideoClipDecoder) -> Records:
         a dataset of examples {"pixel_values": (T, 3, H, W) float32, ["label"], ["caption"]}.
     """
     if isinstance(records, datasets.IterableDataset):
+        if decoder.seed is not None:
+            records = records.map(lambda example, i: {INDEX_COLUMN: i}, with_indices=True)
         return records.map(decoder).filter(lambda example: example["pixel_values"] is not None)
     if isinstance(records, datasets.Dataset):
         if len(records) == 0:
             raise ValueError("records is an empty dataset; there is nothing to decode")
+        if decoder.seed is not None and INDEX_COLUMN not in records.column_names:
+            records = records.add_column(INDEX_COLUMN, np.arange(len(records), dtype=np.int64))
         return records.with_transform(_DecodeOrSubstitute(decoder, records))
     raise ValueError(f"records must be a datasets.Dataset or IterableDataset, got {type(records).__name__}")
 
@@ -553,3 +580,14 @@ class VideoCollator:
         if good[0].get("caption") is not None:
             batch["captions"] = [e["caption"] for e in good]
         return batch
+
+
+class DecoderEpochCallback(TrainerCallback):
+    """Keep a seeded `VideoClipDecoder` on the Trainer's current epoch (set before each epoch's data loader
+    starts, so DataLoader workers, which copy the decoder when they start, see it too)."""
+
+    def __init__(self, decoder: VideoClipDecoder):
+        self.decoder = decoder
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.decoder.set_epoch(math.floor((state.epoch or 0.0) + 1e-9))

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from modeling_umt import UMTConfig, UMTForPreTraining  # noqa: E402
 from modeling_umt.teacher import CLIPVisionTower, UMTTeacher  # noqa: E402
 from modeling_umt.trainers import UMTDistillationTrainer, scale_learning_rate  # noqa: E402
-from processors.datasets import DecodeStats, VideoClipDecoder, VideoCollator, decode_videos, load_video_records  # noqa: E402
+from processors.datasets import DecodeStats, DecoderEpochCallback, VideoClipDecoder, VideoCollator, decode_videos, load_video_records  # noqa: E402
 from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
 from processors.transforms import Stage1TrainTransform  # noqa: E402
 
@@ -182,8 +182,9 @@ def build_dataset(data_args: DataArguments, training_args: TrainingArguments):
         sampling="tsn",
         transform=Stage1TrainTransform(data_args.image_size, flip_prob=0.5 if data_args.flip else 0.0),
         stats=DecodeStats(max_bad_fraction=data_args.max_bad_fraction),
+        seed=training_args.seed,  # per-sample draws: a resumed run sees exactly the clips an uninterrupted one would
     )
-    return decode_videos(records, decoder)
+    return decode_videos(records, decoder), decoder
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> str:
             f"The teacher sees {teacher.num_patches} patches per frame but the student {grid}; match "
             f"`--image_size`/`--patch_size` to the teacher's grid (e.g. 224/16 for clip_b16)."
         )
-    train_dataset = build_dataset(data_args, training_args)
+    train_dataset, decoder = build_dataset(data_args, training_args)
 
     trainer = UMTDistillationTrainer(
         model=model,
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> str:
         teacher=teacher,
         mask_type=teacher_args.mask_type,
         mask_ratio=teacher_args.mask_ratio,
+        callbacks=[DecoderEpochCallback(decoder)],
     )
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint is None and os.path.isdir(training_args.output_dir):
