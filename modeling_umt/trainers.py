@@ -370,3 +370,464 @@ class UMTVisionLanguageTrainer(_AtomicCheckpointMixin, _StepSeededRandomnessMixi
 
 
 __all__ += ["MediaInterleavedLoader", "UMTVisionLanguageTrainer", "stage2_decay_parameter_names"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fine-tuning: layer-wise lr decay, mixup / cutmix with label smoothing, multi-view evaluation (official §4.3, §6.2)
+# ----------------------------------------------------------------------------------------------------------------
+import math  # noqa: E402
+import re as _re  # noqa: E402
+from collections.abc import Sequence as _Sequence  # noqa: E402
+
+from transformers.utils import logging as _hf_logging  # noqa: E402
+
+_finetune_logger = _hf_logging.get_logger(__name__)
+
+_BLOCK_ID = _re.compile(r"(?:^|\.)(?:encoder\.layer|blocks)\.(\d+)\.")
+_EMBEDDING_NAMES = _re.compile(r"(?:^|\.)(?:embeddings|patch_embed|pos_embed|cls_token|mask_token)(?:\.|$)")
+
+
+def umt_layer_id(name: str, num_layers: int) -> int:
+    """Layer id of a parameter for layer-wise lr decay (official `get_num_layer_for_vit`).
+
+    Patch / position embeddings (and `cls_token`, `mask_token`) -> 0; block i (`encoder.layer.i.`, or the official
+    `blocks.i.`) -> i + 1; everything else (`pooler.norm` = fc_norm, `classifier` = head, a final norm) -> L + 1.
+    Prefixes such as `umt.` or peft's `base_model.model.` do not matter.
+    """
+    block = _BLOCK_ID.search(name)
+    if block is not None:
+        return int(block.group(1)) + 1
+    if _EMBEDDING_NAMES.search(name):
+        return 0
+    return num_layers + 1
+
+
+def layer_decay_parameter_groups(
+    model: nn.Module,
+    learning_rate: float,
+    weight_decay: float = 0.05,
+    layer_decay: float | None = 0.75,
+    num_layers: int | None = None,
+    decay_names: _Sequence[str] | None = None,
+) -> list[dict]:
+    """Optimizer parameter groups with layer-wise lr decay and the official weight-decay rule.
+
+    Layer id i (`umt_layer_id`) gets lr = learning_rate * layer_decay ** (L + 1 - i): the head and fc_norm train at
+    `learning_rate`, block L - 1 at x layer_decay, ..., the patch embedding at x layer_decay ** (L + 1). Within each
+    layer, biases, norms and other 1-D parameters get no weight decay (`decay_parameter_names`). Frozen parameters
+    are left out. `layer_decay` None or 1 gives every group the same lr.
+
+    Returns:
+        list of dicts {"params", "lr", "weight_decay", "lr_scale", "layer_id"}, the head's layer first (so the
+        Trainer's logged `learning_rate`, taken from group 0, is the base rate), then descending layer ids.
+    """
+    if layer_decay is not None and not 0 < layer_decay <= 1:
+        raise ValueError(f"`layer_decay` must be in (0, 1] or None, got {layer_decay}.")
+    if num_layers is None:
+        config = getattr(model, "config", None)
+        num_layers = getattr(config, "num_hidden_layers", None)
+        if num_layers is None:
+            raise ValueError("`num_layers` must be given for a model without `config.num_hidden_layers`.")
+    decay = set(decay_parameter_names(model) if decay_names is None else decay_names)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = umt_layer_id(name, num_layers)
+        scale = 1.0 if layer_decay is None else layer_decay ** (num_layers + 1 - layer)
+        key = (layer, name in decay)
+        if key not in groups:
+            groups[key] = {
+                "params": [],
+                "lr": learning_rate * scale,
+                "weight_decay": weight_decay if key[1] else 0.0,
+                "lr_scale": scale,
+                "layer_id": layer,
+            }
+        groups[key]["params"].append(param)
+    return [groups[key] for key in sorted(groups, key=lambda k: (-k[0], not k[1]))]
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets: mean over the batch of sum_k -targets[k] * log_softmax(logits)[k].
+
+    logits (B, K), targets (B, K) rows summing to 1 -> scalar float32 (computed in float32 under fp16 / bf16).
+    """
+    if logits.shape != targets.shape:
+        raise ValueError(f"`targets` must have the shape of `logits` {tuple(logits.shape)}, got {tuple(targets.shape)}.")
+    return torch.sum(-targets.float() * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
+    """(B,) class ids -> (B, K) float32 targets: 1 - smoothing + smoothing / K on the class, smoothing / K elsewhere."""
+    off = smoothing / num_classes
+    targets = torch.full((labels.shape[0], num_classes), off, dtype=torch.float32, device=labels.device)
+    return targets.scatter_(1, labels.long().view(-1, 1), 1.0 - smoothing + off)
+
+
+class VideoMixup:
+    """Mixup / CutMix for video batches with label-smoothed soft targets (official `datasets/mixup.py`, batch mode).
+
+    For each batch, with probability `prob`: CutMix with probability `switch_prob` (when both are on), else Mixup.
+    Mixup: lam ~ Beta(mixup_alpha, mixup_alpha); x = lam * x + (1 - lam) * x.flip(0). CutMix: lam ~
+    Beta(cutmix_alpha, cutmix_alpha); one box of side sqrt(1 - lam) x (H, W) centred at a uniform point, clipped to
+    the frame, the same box in every frame, filled from the flipped batch; lam is then corrected to the kept area.
+    Targets: lam * smooth(y) + (1 - lam) * smooth(y.flip(0)). An alpha of 0 disables that mix; both 0 (or prob 0)
+    leaves only label smoothing.
+
+    Randomness comes from torch's global generator (seeded per step by `UMTFineTuningTrainer`).
+
+    Call: pixel_values (B, T, C, H, W), labels (B,) -> (mixed pixel_values (B, T, C, H, W), targets (B, K) float32,
+    lam float). The input tensor is not modified.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        mixup_alpha: float = 0.8,
+        cutmix_alpha: float = 1.0,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+        label_smoothing: float = 0.1,
+        correct_lam: bool = True,
+    ):
+        if num_classes < 1:
+            raise ValueError(f"`num_classes` must be >= 1, got {num_classes}.")
+        for name, value in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
+            if value < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {value}.")
+        for name, value in (("prob", prob), ("switch_prob", switch_prob), ("label_smoothing", label_smoothing)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"`{name}` must be in [0, 1], got {value}.")
+        self.num_classes, self.mixup_alpha, self.cutmix_alpha = num_classes, mixup_alpha, cutmix_alpha
+        self.prob, self.switch_prob, self.label_smoothing, self.correct_lam = prob, switch_prob, label_smoothing, correct_lam
+
+    @property
+    def active(self) -> bool:
+        """Whether any mixing can happen (otherwise only label smoothing is applied)."""
+        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+
+    @staticmethod
+    def _beta(alpha: float) -> float:
+        return float(torch.distributions.Beta(alpha, alpha).sample())
+
+    def draw(self) -> tuple[float, bool]:
+        """(lam, use_cutmix) for one batch; lam = 1 means no mixing."""
+        if not self.active or float(torch.rand(())) >= self.prob:
+            return 1.0, False
+        if self.mixup_alpha > 0 and self.cutmix_alpha > 0:
+            use_cutmix = float(torch.rand(())) < self.switch_prob
+        else:
+            use_cutmix = self.cutmix_alpha > 0
+        return self._beta(self.cutmix_alpha if use_cutmix else self.mixup_alpha), use_cutmix
+
+    @staticmethod
+    def cutmix_box(height: int, width: int, lam: float) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) of the CutMix box for `lam`: sides int(sqrt(1 - lam) * (H, W)), centre uniform."""
+        ratio = math.sqrt(1.0 - lam)
+        cut_h, cut_w = int(height * ratio), int(width * ratio)
+        cy, cx = int(torch.randint(height, ())), int(torch.randint(width, ()))
+        top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+        left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+        return top, bottom, left, right
+
+    def __call__(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        if pixel_values.ndim != 5 or labels.shape != pixel_values.shape[:1]:
+            raise ValueError(
+                f"`pixel_values` must be (B, T, C, H, W) with `labels` (B,), got {tuple(pixel_values.shape)} and "
+                f"{tuple(labels.shape)}."
+            )
+        lam, use_cutmix = self.draw()
+        if lam < 1.0:
+            if use_cutmix:
+                top, bottom, left, right = self.cutmix_box(pixel_values.shape[-2], pixel_values.shape[-1], lam)
+                pixel_values = pixel_values.clone()
+                pixel_values[..., top:bottom, left:right] = pixel_values.flip(0)[..., top:bottom, left:right]
+                if self.correct_lam:
+                    area = (bottom - top) * (right - left)
+                    lam = 1.0 - area / float(pixel_values.shape[-2] * pixel_values.shape[-1])
+            else:
+                pixel_values = pixel_values * lam + pixel_values.flip(0) * (1.0 - lam)
+        targets = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
+        if lam < 1.0:
+            targets = targets * lam + targets.flip(0) * (1.0 - lam)
+        return pixel_values, targets, lam
+
+
+class UMTFineTuningTrainer(_AtomicCheckpointMixin, _StepSeededRandomnessMixin, Trainer):
+    """Fine-tune a `UMTForVideoClassification` with the official recipe (official_umt.md §4.3).
+
+    - Optimizer groups with layer-wise lr decay (`layer_decay_parameter_groups`: ld ** (L + 1 - layer id)) and no
+      weight decay for biases, norms and 1-D parameters; the optimizer class and its betas / eps come from
+      `TrainingArguments` (official: AdamW, betas (0.9, 0.999), weight decay 0.05). The lr schedule multiplies every
+      group's rate, so the decay ratios hold throughout (also under DeepSpeed, with the optimizer made here).
+    - Mixup 0.8 / CutMix 1.0 / label smoothing 0.1 with soft-target cross-entropy (`VideoMixup`); set the alphas to
+      0 to turn mixing off and `label_smoothing` to 0 for plain cross-entropy.
+    - Drop path, dropout and gradient checkpointing come from the model / `TrainingArguments`
+      (`--gradient_checkpointing`); bf16 / fp16 through `TrainingArguments` or the DeepSpeed config.
+    - Every step draws its randomness (mixup, drop path) from a generator seeded by the step, and checkpoints are
+      written atomically (the Stage-1 mixins).
+    - Evaluation: `pixel_values` (B, T, C, H, W) is one view per video; (B, V, T, C, H, W) are V views (e.g. 4 clips
+      x 3 crops from `MultiViewClipDecoder`) whose per-view softmax is averaged per video, as the official `merge`.
+      Predictions handed to `compute_metrics` are these (B, K) probabilities; the eval loss is their negative
+      log-likelihood.
+
+    Args:
+        layer_decay: 0.75 for B/16, 0.85 for L/16 (None or 1 disables it).
+        mixup_alpha, cutmix_alpha, mixup_prob, mixup_switch_prob, label_smoothing: see `VideoMixup`.
+        Other arguments are `transformers.Trainer`'s. Batches: {"pixel_values", "labels"} (`VideoCollator`).
+    Logged besides `loss`: `mix_lam` (mean mixing coefficient since the last log).
+    """
+
+    def __init__(
+        self,
+        *args,
+        layer_decay: float | None = 0.75,
+        mixup_alpha: float = 0.8,
+        cutmix_alpha: float = 1.0,
+        mixup_prob: float = 1.0,
+        mixup_switch_prob: float = 0.5,
+        label_smoothing: float = 0.1,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        if layer_decay is not None and not 0 < layer_decay <= 1:
+            raise ValueError(f"`layer_decay` must be in (0, 1] or None, got {layer_decay}.")
+        self.layer_decay = layer_decay
+        num_labels = getattr(self.accelerator.unwrap_model(self.model).config, "num_labels", 0)
+        self.mixup = VideoMixup(
+            max(num_labels, 1), mixup_alpha, cutmix_alpha, mixup_prob, mixup_switch_prob, label_smoothing
+        )
+        # The loss below is a per-micro-batch mean: the Trainer divides it by the accumulation steps itself.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        if not self.label_names:
+            self.label_names = ["labels"]
+        self._metrics = _MetricAccumulator()
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer class and hyper-parameters over `layer_decay_parameter_groups`."""
+        opt_model = self.model if model is None else model
+        if self.optimizer is None:
+            groups = layer_decay_parameter_groups(
+                opt_model,
+                self.args.learning_rate,
+                self.args.weight_decay,
+                self.layer_decay,
+                num_layers=self.accelerator.unwrap_model(opt_model).config.num_hidden_layers,
+            )
+            if self.optimizer_cls_and_kwargs is not None:
+                optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+            else:
+                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The Trainer's schedule; `cosine_with_min_lr` with `{"min_lr": x}` is read as a floor of x for the base rate
+        (x * lr_scale per group, the official `min_lr`), which also works on DeepSpeed's optimizer (it has no
+        `defaults` for transformers to read the base rate from)."""
+        kwargs = self.args.lr_scheduler_kwargs if isinstance(self.args.lr_scheduler_kwargs, dict) else {}
+        if self.lr_scheduler is None and self.args.lr_scheduler_type == "cosine_with_min_lr" and "min_lr" in kwargs:
+            from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+
+            rest = {k: v for k, v in kwargs.items() if k != "min_lr"}
+            self.lr_scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+                self.optimizer if optimizer is None else optimizer,
+                num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
+                num_training_steps=num_training_steps,
+                min_lr_rate=kwargs["min_lr"] / self.args.learning_rate,
+                **rest,
+            )
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        pixel_values, labels = inputs["pixel_values"], inputs["labels"]
+        if model.training:
+            pixel_values, targets, lam = self.mixup(pixel_values, labels)
+            outputs = model(pixel_values=pixel_values)
+            loss = soft_target_cross_entropy(outputs.logits, targets)
+            self._metrics.add({"mix_lam": lam})
+            return (loss, outputs) if return_outputs else loss
+        probs = self.predict_probabilities(model, pixel_values)
+        loss = torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels.long())
+        return (loss, probs) if return_outputs else loss
+
+    @staticmethod
+    def predict_probabilities(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Class probabilities per video: (B, T, C, H, W) -> softmax (B, K); (B, V, T, C, H, W) -> the mean over the
+        V views of each view's softmax (official multi-view `merge`). float32."""
+        if pixel_values.ndim == 5:
+            return model(pixel_values=pixel_values).logits.float().softmax(-1)
+        if pixel_values.ndim != 6:
+            raise ValueError(
+                f"`pixel_values` must be (B, T, C, H, W) or (B, V, T, C, H, W), got {tuple(pixel_values.shape)}."
+            )
+        b, v = pixel_values.shape[:2]
+        logits = model(pixel_values=pixel_values.flatten(0, 1)).logits.float()  # (B * V, K), views grouped by video
+        return logits.softmax(-1).view(b, v, -1).mean(1)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """(loss, probabilities (B, K), labels (B,)) with multi-view averaging; see the class docstring."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, probs = self.compute_loss(model, inputs, return_outputs=True)
+        if prediction_loss_only:
+            return loss.detach(), None, None
+        return loss.detach(), probs.detach(), inputs["labels"]
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            logs.update(self._metrics.pop())
+        super().log(logs, start_time)
+
+
+def top_k_compute_metrics(k: _Sequence[int] = (1, 5), metrics_dir: str | None = None):
+    """A `compute_metrics` for `UMTFineTuningTrainer`: top-k accuracies of the (multi-view) probabilities through the
+    repository's `evaluate` module `metrics/top_k_accuracy` (loaded by local path, no Hub access).
+
+    Returns:
+        fn(EvalPrediction) -> {"top1": ..., "top5": ...} (fractions in [0, 1]; k values above K count as correct).
+    """
+    import evaluate
+
+    path = metrics_dir or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "metrics")
+    metric = evaluate.load(os.path.join(path, "top_k_accuracy"))
+
+    def compute_metrics(prediction) -> dict[str, float]:
+        scores, labels = prediction.predictions, prediction.label_ids
+        return metric.compute(predictions=scores, references=labels, k=list(k))
+
+    return compute_metrics
+
+
+def select_label_subset(model: nn.Module, keep: _Sequence[int | str]) -> nn.Module:
+    """Keep some rows of a classifier's head, in the given order (official K710 -> K400 head transfer: the first 400
+    rows; K600 / K700 through a label list).
+
+    Args:
+        model: a `UMTForVideoClassification` whose head has K rows.
+        keep: class ids (int, or digit strings) or class names of `model.config.label2id`; row j of the new head is
+            old row keep[j].
+    Returns:
+        the same model, its `classifier` now (len(keep),) outputs and `config.num_labels` / `id2label` / `label2id`
+        matching.
+    """
+    old = model.classifier
+    if not isinstance(old, nn.Linear):
+        raise ValueError(f"`model` must have a Linear `classifier`, got {type(old).__name__}.")
+    label2id = {str(name): int(i) for name, i in (model.config.label2id or {}).items()}
+    rows = []
+    for item in keep:
+        if isinstance(item, str) and item in label2id:
+            rows.append(label2id[item])
+        elif isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit()):
+            rows.append(int(item))
+        else:
+            raise ValueError(f"`keep` holds {item!r}, which is neither a class id nor a label name of the model.")
+    if not rows or min(rows) < 0 or max(rows) >= old.out_features:
+        raise ValueError(f"`keep` must name rows in [0, {old.out_features}), got {rows[:10]}...")
+    new = type(old)(old.in_features, len(rows), bias=old.bias is not None, device=old.weight.device,
+                    dtype=old.weight.dtype)  # fmt: skip
+    with torch.no_grad():
+        new.weight.copy_(old.weight[rows])
+        if old.bias is not None:
+            new.bias.copy_(old.bias[rows])
+    model.classifier = new
+    old_names = model.config.id2label or {}
+    names = [old_names.get(r, old_names.get(str(r), f"LABEL_{r}")) for r in rows]
+    model.config.num_labels = len(rows)
+    model.num_labels = len(rows)
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {name: i for i, name in enumerate(names)}
+    return model
+
+
+def load_video_classifier(
+    name_or_path: str | os.PathLike,
+    id2label: dict[int, str] | None = None,
+    label_subset: _Sequence[int | str] | None = None,
+    **config_overrides,
+):
+    """A `UMTForVideoClassification` to fine-tune from a saved directory.
+
+    - A classifier checkpoint (`UMTForVideoClassification`, e.g. a converted official fine-tuned model) loads whole;
+      with `label_subset` its head keeps those rows (`select_label_subset`); otherwise, if `id2label` has another
+      number of classes, a new head is made (the old one is dropped, as the official `--delete_head`).
+    - Any other UMT checkpoint (a `run_stage1.py` `UMTForPreTraining`, a `UMTVideoModel`) gives the backbone; the
+      final LayerNorm is dropped (`use_final_norm=False`: the official fine-tuning model normalises the pooled vector
+      with a new fc_norm instead) and the head is new (truncated normal x `head_init_scale`).
+
+    Args:
+        id2label: the classes to fine-tune on; sets `num_labels`.
+        config_overrides: config fields to change, e.g. drop_path_rate=0.1, attn_implementation is not one of them.
+    """
+    from .configuration_umt import UMTConfig
+    from .modeling_umt import UMTForVideoClassification
+
+    config = UMTConfig.from_pretrained(name_or_path)
+    is_classifier = "UMTForVideoClassification" in (config.architectures or [])
+    for key, value in config_overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"`{key}` is not a UMTConfig field.")
+        setattr(config, key, value)
+    if is_classifier:
+        model = UMTForVideoClassification.from_pretrained(name_or_path, config=config)
+        if label_subset is not None:
+            select_label_subset(model, label_subset)
+        elif id2label is not None and len(id2label) != config.num_labels:
+            _finetune_logger.warning(
+                "The checkpoint's head has %d classes but %d are asked for: starting a new head.",
+                config.num_labels, len(id2label),
+            )  # fmt: skip
+            config.num_labels = len(id2label)
+            config.id2label, config.label2id = dict(id2label), {v: k for k, v in id2label.items()}
+            model = UMTForVideoClassification.from_pretrained(name_or_path, config=config, ignore_mismatched_sizes=True)
+        if id2label is not None:
+            if len(id2label) != model.config.num_labels:
+                raise ValueError(
+                    f"`label_subset` keeps {model.config.num_labels} classes but `id2label` has {len(id2label)}."
+                )
+            model.config.id2label = dict(id2label)
+            model.config.label2id = {v: k for k, v in id2label.items()}
+        return model
+    if label_subset is not None:
+        raise ValueError("`label_subset` needs a classifier checkpoint; this one has no classification head.")
+    config.use_final_norm = False
+    if id2label is not None:
+        config.num_labels = len(id2label)
+        config.id2label, config.label2id = dict(id2label), {v: k for k, v in id2label.items()}
+    config.architectures = ["UMTForVideoClassification"]
+    # The load report would list the expected differences (new head and fc_norm, dropped final norm and Stage-1
+    # heads) as problems; check them here instead and report only the unexpected ones.
+    verbosity = _hf_logging.get_verbosity()
+    _hf_logging.set_verbosity_error()
+    try:
+        model, info = UMTForVideoClassification.from_pretrained(name_or_path, config=config, output_loading_info=True)
+    finally:
+        _hf_logging.set_verbosity(verbosity)
+    expected_missing = _re.compile(r"^(classifier|umt\.pooler)\.")
+    expected_unexpected = _re.compile(r"^(umt\.layernorm|uta_heads|umt\.uta_heads)\.")
+    odd = sorted(k for k in info["missing_keys"] if not expected_missing.match(k))
+    odd += sorted(k for k in info["unexpected_keys"] if not expected_unexpected.match(k))
+    odd += sorted(str(k) for k in info["mismatched_keys"])
+    if odd:
+        _finetune_logger.warning("Loading %s as a backbone: unexpected differences %s", name_or_path, odd)
+    _finetune_logger.info(
+        "Backbone from %s; new head (%d classes) and fc_norm, final norm dropped.", name_or_path, config.num_labels
+    )
+    return model
+
+
+__all__ += [
+    "UMTFineTuningTrainer",
+    "VideoMixup",
+    "layer_decay_parameter_groups",
+    "load_video_classifier",
+    "select_label_subset",
+    "smooth_one_hot",
+    "soft_target_cross_entropy",
+    "top_k_compute_metrics",
+    "umt_layer_id",
+]

@@ -24,7 +24,9 @@ scripts use PIL bicubic); shear is about the top-left corner as in PIL. Randomne
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -41,6 +43,7 @@ __all__ = [
     "VideoRandAugment",
     "VideoRandomErasing",
     "parse_rand_augment",
+    "read_label_map",
 ]
 
 MAX_LEVEL = 10.0
@@ -350,7 +353,8 @@ class MultiViewClipDecoder(VideoClipDecoder):
     def num_views(self) -> int:
         return self.num_temporal_clips * self.num_spatial_crops
 
-    def decode(self, video) -> torch.Tensor:
+    def decode(self, video, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One video field -> float32 views (V, T, 3, H, W) (deterministic: `generator` is not used)."""
         source = self._source(video)
         if source is None:
             from .video_io import VideoDecodeError, describe_source
@@ -366,3 +370,35 @@ class MultiViewClipDecoder(VideoClipDecoder):
             return_tensors="pt",
         )["pixel_values"]  # (V, T, 3, H, W)
         return views[0] if self.squeeze_single_view and views.shape[0] == 1 else views
+
+
+def read_label_map(path: str | os.PathLike) -> list[str]:
+    """Class names by id from a label-map file.
+
+    Accepted: a JSON list of names; a JSON object {name: id} or {id: name} (ids as ints or digit strings, e.g. the
+    official `k710/label_mixto400.json`-style maps or a saved `config.json`'s `id2label`); a text file with one name
+    per line (id = line number; blank lines skipped).
+
+    Returns:
+        list of names, index = class id (ids must be 0..K-1 without gaps).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"label_map {path!r} is not a file")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if path.endswith(".json"):
+        data = json.loads(text)
+        if isinstance(data, dict) and "id2label" in data:
+            data = data["id2label"]
+        if isinstance(data, list):
+            return [str(name) for name in data]
+        if not isinstance(data, dict) or not data:
+            raise ValueError(f"label_map {path!r} must hold a JSON list or a non-empty object, got {type(data).__name__}")
+        keys_are_ids = all(str(k).strip().isdigit() for k in data)
+        pairs = {int(k): str(v) for k, v in data.items()} if keys_are_ids else {int(v): str(k) for k, v in data.items()}
+    else:
+        pairs = dict(enumerate(line.strip() for line in text.splitlines() if line.strip()))
+    if sorted(pairs) != list(range(len(pairs))):
+        raise ValueError(f"label_map {path!r} must number its classes 0..{len(pairs) - 1} without gaps")
+    return [pairs[i] for i in range(len(pairs))]

@@ -309,7 +309,7 @@ def load_retrieval_annotations(
     path: str | os.PathLike,
     video_root: str | os.PathLike | None = None,
     split: str | None = None,
-    video_column: str = "video",
+    video_column: str | None = None,
     caption_column: str = "caption",
     limit: int | None = None,
 ) -> RetrievalAnnotations:
@@ -318,7 +318,8 @@ def load_retrieval_annotations(
     JSON: the official list `[{"video": "x.mp4", "caption": "..." or ["...", ...]}, ...]` (also JSON Lines).
     CSV: one row per (video, caption); rows of the same video are grouped. `split` keeps rows whose `split` column
     equals it (e.g. the synthetic dataset's "test"). Relative video paths are joined to `video_root` (default: the
-    file's folder). `limit` keeps the first `limit` videos.
+    file's folder). `limit` keeps the first `limit` videos. `video_column` defaults to the first of "video", "path",
+    "video_path", "filename" the rows have.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -338,6 +339,9 @@ def load_retrieval_annotations(
         raise ValueError(f"path {path!r} must hold a list of objects with {video_column!r} and {caption_column!r}")
     if split is not None:
         rows = [row for row in rows if row.get("split") == split]
+    if video_column is None:
+        names = rows[0].keys() if rows else ()
+        video_column = next((c for c in ("video", "path", "video_path", "filename") if c in names), "video")
     root = os.fspath(video_root) if video_root is not None else os.path.dirname(os.path.abspath(path))
     index: dict[str, int] = {}
     videos: list[str] = []

@@ -131,3 +131,20 @@ def test_two_process_deepspeed_on_cpu(tmp_path, config):
     assert state["epoch"] == pytest.approx(3 / per_rank_batches, rel=1e-3), (state["epoch"], train_rows)
     assert len(_losses(out)) == 3
     _assert_loads_quietly(out / "model")
+
+
+def test_streaming_source_needs_max_steps_and_trains(tmp_path):
+    """A streamed table (the code path of a Hub id with streaming=True) trains for --max_steps."""
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("UMT_CACHE_DIR", _env(tmp_path)["UMT_CACHE_DIR"])
+    from processors.synthetic import ensure_synthetic_dataset
+
+    root = ensure_synthetic_dataset(cache_dir=_env(tmp_path)["UMT_CACHE_DIR"], num_videos=40, size=32)
+    out = tmp_path / "stream"
+    _run(["--output_dir", str(out), "--train_data", str(root / "metadata.csv"), "--streaming", "--max_steps", "2"], tmp_path)
+    assert sorted(_losses(out)) == [1, 2]
+
+    cmd = [sys.executable, str(SCRIPT), *TINY, "--output_dir", str(tmp_path / "no_steps"), "--train_data",
+           str(root / "metadata.csv"), "--streaming", "--max_steps", "-1"]
+    proc = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0 and "--streaming" in proc.stderr and "--max_steps" in proc.stderr

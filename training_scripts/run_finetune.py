@@ -1,0 +1,412 @@
+#!/usr/bin/env python
+"""Fine-tune UMT for video classification with the official recipe (layer-wise lr decay, mixup / cutmix / label
+smoothing, RandAugment, random erasing, drop path, multi-view testing).
+
+    python training_scripts/run_finetune.py                                   # CPU demo on the synthetic videos
+    python training_scripts/run_finetune.py --model_name_or_path outputs/stage1/model     # from a run_stage1 student
+    python training_scripts/run_finetune.py config.yaml                       # every argument from one file
+    torchrun --nproc_per_node 2 training_scripts/run_finetune.py --use_cpu \\
+        --deepspeed training_scripts/configs/ds_zero2.json                    # DeepSpeed ZeRO-2 (CPU: gloo)
+    python training_scripts/run_finetune.py --model_name_or_path converted/k710_b16 \\
+        --label_subset k400_labels.txt --label_map k400_labels.txt --train_data k400_train.csv ...  # K710 -> K400
+    python training_scripts/run_finetune.py --use_peft lora                   # LoRA on query/value + head
+
+The official B/16 Kinetics recipe: `--model_preset umt-b16 --num_frames 8 --image_size 224 --learning_rate 2e-4
+--scale_lr_by_batch --per_device_train_batch_size 16 --num_train_epochs 35 --warmup_steps 2 (epochs, see the doc)
+--layer_decay 0.75 --drop_path_rate 0.1 --test_num_clips 4 --test_num_crops 3 --fp16 --deepspeed ...ds_zero2.json`.
+
+Outputs under `--output_dir`: checkpoints, `model/` (the fine-tuned `UMTForVideoClassification` and its
+`UMTVideoProcessor`, so `pipeline("video-classification", model=".../model")` works), with `--use_peft lora` also
+`adapter/` (the LoRA adapter; `model/` then holds the merged model), and `test_results.json` (multi-view top-1 / top-5).
+
+All the logic lives in `modeling_umt` and `processors`; this file parses arguments and wires objects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import torch
+import transformers
+from torch import nn
+from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.trainer_utils import get_last_checkpoint
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from modeling_umt import UMTConfig, UMTForVideoClassification  # noqa: E402
+from modeling_umt.trainers import (  # noqa: E402
+    UMTFineTuningTrainer,
+    load_video_classifier,
+    scale_learning_rate,
+    top_k_compute_metrics,
+)
+from processors.datasets import (  # noqa: E402
+    DecodeStats,
+    DecoderEpochCallback,
+    VideoClipDecoder,
+    VideoCollator,
+    decode_videos,
+    load_video_records,
+)
+from processors.finetune_transforms import FinetuneTrainTransform, MultiViewClipDecoder, read_label_map  # noqa: E402
+from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
+from processors.video_processing_umt import UMTVideoProcessor  # noqa: E402
+
+logger = logging.getLogger("run_finetune")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A run_stage1 output (UMTForPreTraining; its final norm is dropped), a UMTVideoModel, or a "
+            "UMTForVideoClassification (e.g. a converted official fine-tuned model). Default: random init."
+        },
+    )
+    model_preset: str | None = field(default=None, metadata={"help": "'umt-b16' / 'umt-l16' for a random init."})
+    hidden_size: int = field(default=192, metadata={"help": "Random-init width (ignored with a checkpoint/preset)."})
+    num_hidden_layers: int = field(default=6, metadata={"help": "Random-init depth."})
+    num_attention_heads: int = field(default=3, metadata={"help": "Random-init heads."})
+    intermediate_size: int = field(default=768, metadata={"help": "Random-init MLP width."})
+    patch_size: int = field(default=8, metadata={"help": "Random-init patch size (16 in every official model)."})
+    drop_path_rate: float = field(default=0.1, metadata={"help": "Stochastic depth (official 0.1 B, 0.2 L)."})
+    classifier_dropout: float = field(default=0.0, metadata={"help": "Dropout before the head (official fc_drop)."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa', 'eager' or 'flash_attention_2'."})
+    label_subset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Head transfer: keep these rows of a classifier checkpoint's head, in order -- a label-map file "
+            "or a comma-separated list of class names / ids (K710 -> K400: the first 400 rows)."
+        },
+    )
+    frame_level: bool = field(
+        default=False,
+        metadata={"help": "Frame-level baseline: encode every frame alone, average the features, classify."},
+    )
+    use_peft: str | None = field(default=None, metadata={"help": "'lora': LoRA on the attention projections."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(default="query,value", metadata={"help": "Comma-separated module names."})
+
+
+@dataclass
+class DataArguments:
+    train_data: str | None = field(
+        default=None,
+        metadata={"help": "CSV/JSONL table, class folders, webdataset shards or a Hub id; default: synthetic videos."},
+    )
+    eval_data: str | None = field(
+        default=None, metadata={"help": "Validation/test source; default: the training table's other splits."}
+    )
+    data_kind: str | None = field(default=None, metadata={"help": "table | folder | webdataset | hub (inferred)."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the training source (needs --max_steps)."})
+    train_split: str | None = field(default="train", metadata={"help": "Training split (tables / Hub)."})
+    eval_split: str | None = field(default="val", metadata={"help": "Validation split, evaluated during training."})
+    test_split: str | None = field(default="test", metadata={"help": "Test split, evaluated multi-view at the end."})
+    label_map: str | None = field(
+        default=None,
+        metadata={"help": "Class names by id: JSON list / {name: id} / {id: name}, or a text file, one per line."},
+    )
+    num_frames: int = field(default=8, metadata={"help": "Frames per clip (official 8 or 16)."})
+    image_size: int = field(default=64, metadata={"help": "Crop size (official 224)."})
+    short_side_size: int | None = field(default=None, metadata={"help": "Eval resize of the short side (= crop)."})
+    rand_augment: str = field(default="rand-m7-n4-mstd0.5-inc1", metadata={"help": "RandAugment policy or 'none'."})
+    reprob: float = field(default=0.25, metadata={"help": "Random erasing probability."})
+    min_crop_area: float = field(default=0.08, metadata={"help": "Random resized crop: smallest area fraction."})
+    flip: bool = field(default=True, metadata={"help": "Horizontal flip (--flip False for SSv2-like labels)."})
+    eval_num_clips: int = field(default=1, metadata={"help": "Temporal views during validation."})
+    eval_num_crops: int = field(default=1, metadata={"help": "Spatial views during validation."})
+    test_num_clips: int = field(default=2, metadata={"help": "Temporal views for the final test (official 4)."})
+    test_num_crops: int = field(default=3, metadata={"help": "Spatial views for the final test (official 3)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N videos only."})
+    max_bad_fraction: float = field(default=0.2, metadata={"help": "Stop when more clips than this fail to decode."})
+    synthetic_num_videos: int = field(default=600, metadata={"help": "Size of the default synthetic dataset."})
+    synthetic_size: int = field(default=64, metadata={"help": "Resolution of the synthetic videos."})
+
+
+@dataclass
+class FinetuneTrainingArguments(TrainingArguments):
+    """TrainingArguments with the official fine-tuning optimiser settings as defaults and CPU-demo sizes."""
+
+    output_dir: str = field(default="outputs/finetune")
+    per_device_train_batch_size: int = field(default=8)
+    per_device_eval_batch_size: int = field(default=8)
+    learning_rate: float = field(default=1e-3)
+    weight_decay: float = field(default=0.05)
+    adam_beta1: float = field(default=0.9)
+    adam_beta2: float = field(default=0.999)
+    lr_scheduler_type: str = field(default="cosine_with_min_lr")
+    lr_scheduler_kwargs: dict | str | None = field(default_factory=lambda: {"min_lr": 1e-6})
+    warmup_steps: float = field(default=0.1)
+    max_steps: int = field(default=300)
+    eval_strategy: str = field(default="steps")
+    eval_steps: float | None = field(default=100)
+    logging_steps: float = field(default=10)
+    save_steps: float = field(default=100)
+    save_total_limit: int | None = field(default=2)
+    report_to: None | str | list[str] = field(default="tensorboard")
+    remove_unused_columns: bool = field(default=False)
+    dataloader_num_workers: int = field(default=2)
+    seed: int = field(default=0)
+    label_smoothing_factor: float = field(default=0.1)
+    layer_decay: float = field(default=0.75, metadata={"help": "Layer-wise lr decay (official 0.75 B, 0.85 L; 1 = off)."})
+    mixup: float = field(default=0.8, metadata={"help": "Mixup alpha (0 = off)."})
+    cutmix: float = field(default=1.0, metadata={"help": "CutMix alpha (0 = off)."})
+    mixup_prob: float = field(default=1.0, metadata={"help": "Probability of mixing a batch."})
+    mixup_switch_prob: float = field(default=0.5, metadata={"help": "Probability of CutMix when both are on."})
+    scale_lr_by_batch: bool = field(
+        default=False, metadata={"help": "Official lr rule: learning_rate x global batch / 256."}
+    )
+
+
+class UMTFrameLevelClassifier(UMTForVideoClassification):
+    """Frame-level baseline with the UMT architecture and weights: every frame is encoded on its own (no attention
+    across frames), the token features of all frames are averaged, then fc_norm -> head. Frame order cannot matter.
+
+    pixel_values (B, T, C, H, W) -> logits (B, K).
+    """
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> ImageClassifierOutput:
+        b, t = pixel_values.shape[:2]
+        frames = pixel_values.reshape(b * t, 1, *pixel_values.shape[2:])
+        tokens = self.umt(frames, interpolate_pos_encoding=True).last_hidden_state  # (B*T, HW, D)
+        pooled = self.umt.pooler.norm(tokens.reshape(b, -1, tokens.shape[-1]).mean(1))
+        logits = self.classifier(self.dropout(pooled))
+        loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels)
+        return ImageClassifierOutput(loss=loss, logits=logits)
+
+
+def _records(source: str, kind: str | None, split: str | None, streaming: bool = False):
+    kwargs: dict = {"streaming": streaming}
+    if split and (kind in ("table", "hub") or str(source).endswith((".csv", ".tsv", ".jsonl", ".json"))):
+        kwargs["split"] = split  # folders and shards have no split column
+    return load_video_records(source, kind=kind, **kwargs)
+
+
+def _encode_string_labels(records, label2id: dict[str, int]):
+    """Tables whose label column holds class names: map them to ids through the label map."""
+    features = getattr(records, "features", None)
+    if features is None or "label" not in features or getattr(features["label"], "dtype", None) != "string":
+        return records
+
+    def encode(row):
+        if row["label"] not in label2id:
+            raise ValueError(f"label {row['label']!r} is not in --label_map ({len(label2id)} classes)")
+        return {"label": label2id[row["label"]]}
+
+    return records.map(encode)
+
+
+def resolve_labels(data_args: DataArguments, train_records, synthetic_root) -> list[str]:
+    """Class names by id: --label_map, else the source's own names (class folders, the synthetic dataset), else
+    LABEL_i for the ids found in a map-style table."""
+    if data_args.label_map:
+        return read_label_map(data_args.label_map)
+    if synthetic_root is not None:
+        return json.loads((synthetic_root / "info.json").read_text())["classes"]
+    feature = (getattr(train_records, "features", None) or {}).get("label")
+    if hasattr(feature, "names"):
+        return list(feature.names)
+    if hasattr(train_records, "__len__") and "label" in (train_records.column_names or []):
+        return [f"LABEL_{i}" for i in range(int(max(train_records["label"])) + 1)]
+    raise ValueError("cannot tell the classes of a streamed source: pass --label_map")
+
+
+def build_model(model_args: ModelArguments, data_args: DataArguments, id2label: dict[int, str]):
+    overrides = dict(drop_path_rate=model_args.drop_path_rate, classifier_dropout=model_args.classifier_dropout)
+    if model_args.model_name_or_path:
+        subset = None
+        if model_args.label_subset:
+            spec = model_args.label_subset
+            subset = read_label_map(spec) if os.path.isfile(spec) else [s.strip() for s in spec.split(",") if s.strip()]
+        model = load_video_classifier(model_args.model_name_or_path, id2label=id2label, label_subset=subset, **overrides)
+        if model.config.num_frames != data_args.num_frames or model.config.image_hw != (data_args.image_size,) * 2:
+            raise ValueError(
+                f"the checkpoint is built for {model.config.num_frames} frames of {model.config.image_hw} but "
+                f"--num_frames {data_args.num_frames} --image_size {data_args.image_size} were given; match them"
+            )
+    else:
+        common = dict(
+            num_frames=data_args.num_frames, image_size=data_args.image_size, tubelet_size=1, num_labels=len(id2label),
+            id2label=id2label, label2id={v: k for k, v in id2label.items()}, **overrides,
+        )  # fmt: skip
+        if model_args.model_preset:
+            config = UMTConfig.from_preset(model_args.model_preset, **common)
+        else:
+            config = UMTConfig(
+                hidden_size=model_args.hidden_size,
+                num_hidden_layers=model_args.num_hidden_layers,
+                num_attention_heads=model_args.num_attention_heads,
+                intermediate_size=model_args.intermediate_size,
+                patch_size=model_args.patch_size,
+                **common,
+            )
+        model = UMTForVideoClassification(config)
+    model.config._attn_implementation = model_args.attn_implementation
+    if model_args.frame_level:
+        state = model.state_dict()
+        model = UMTFrameLevelClassifier(model.config)
+        model.load_state_dict(state)
+    return model
+
+
+def apply_lora(model: UMTForVideoClassification, model_args: ModelArguments):
+    """Wrap `model` in a peft LoRA model: adapters on the attention projections, head and fc_norm fully trained."""
+    from peft import LoraConfig, get_peft_model
+
+    if model_args.use_peft != "lora":
+        raise ValueError(f"--use_peft must be 'lora', got {model_args.use_peft!r}")
+    config = LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=[m.strip() for m in model_args.lora_target_modules.split(",") if m.strip()],
+        modules_to_save=["classifier", "pooler.norm"],
+    )
+    model = get_peft_model(model, config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("LoRA: %d of %d parameters trainable (%.2f%%)", trainable, total, 100 * trainable / total)
+    return model
+
+
+def build_datasets(data_args: DataArguments, training_args: TrainingArguments, processor: UMTVideoProcessor):
+    """(train, validation, test, label names, train decoder); validation / test are None where there is no data."""
+    source, synthetic_root = data_args.train_data, None
+    if source is None:
+        with training_args.main_process_first(desc="synthetic dataset"):
+            synthetic_root = ensure_synthetic_dataset(num_videos=data_args.synthetic_num_videos, size=data_args.synthetic_size)
+        source = str(synthetic_root / "metadata.csv")
+        logger.info("Using the built-in synthetic dataset at %s", synthetic_root)
+    train_records = _records(source, data_args.data_kind, data_args.train_split, data_args.streaming)
+    names = resolve_labels(data_args, train_records, synthetic_root)
+    label2id = {name: i for i, name in enumerate(names)}
+    train_records = _encode_string_labels(train_records, label2id)
+    stats = DecodeStats(max_bad_fraction=data_args.max_bad_fraction)
+    transform = FinetuneTrainTransform(
+        data_args.image_size,
+        rand_augment=data_args.rand_augment,
+        scale=(data_args.min_crop_area, 1.0),
+        flip_prob=0.5 if data_args.flip else 0.0,
+        erase_prob=data_args.reprob,
+    )
+    train_decoder = VideoClipDecoder(
+        data_args.num_frames, sampling="sparse_train", transform=transform, stats=stats, seed=training_args.seed
+    )
+    train = decode_videos(train_records, train_decoder)
+
+    def evaluation_set(split: str | None, clips: int, crops: int):
+        eval_source = data_args.eval_data or source
+        if split is None or (data_args.eval_data is None and not str(source).endswith((".csv", ".tsv", ".jsonl", ".json"))):
+            return None
+        records = _records(eval_source, data_args.data_kind, split)
+        if data_args.max_eval_samples is not None and hasattr(records, "select"):
+            records = records.select(range(min(len(records), data_args.max_eval_samples)))
+        if hasattr(records, "__len__") and len(records) == 0:
+            return None
+        decoder = MultiViewClipDecoder(processor, data_args.num_frames, clips, crops, stats=stats)
+        return decode_videos(_encode_string_labels(records, label2id), decoder)
+
+    validation = evaluation_set(data_args.eval_split, data_args.eval_num_clips, data_args.eval_num_crops)
+    test = evaluation_set(data_args.test_split, data_args.test_num_clips, data_args.test_num_crops)
+    return train, validation, test, names, train_decoder
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse arguments, fine-tune, test, save; returns {"model_dir", "test": test metrics or None}."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, FinetuneTrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        path = os.path.abspath(argv[0])
+        parse = parser.parse_json_file if path.endswith(".json") else parser.parse_yaml_file
+        model_args, data_args, training_args = parse(path)
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(argv)
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    set_seed(training_args.seed)
+    if training_args.scale_lr_by_batch:
+        global_batch = (
+            training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
+        )
+        training_args.learning_rate = scale_learning_rate(training_args.learning_rate, global_batch)
+        logger.info("Scaled learning rate to %.3g for a global batch of %d", training_args.learning_rate, global_batch)
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ValueError("`--streaming` needs `--max_steps` > 0: a stream has no length to count epochs by.")
+
+    short_side = data_args.short_side_size or data_args.image_size
+    processor = UMTVideoProcessor(
+        size={"shortest_edge": short_side},
+        crop_size={"height": data_args.image_size, "width": data_args.image_size},
+        num_frames=data_args.num_frames,
+    )
+    train, validation, test, names, train_decoder = build_datasets(data_args, training_args, processor)
+    id2label = dict(enumerate(names))
+    model = build_model(model_args, data_args, id2label)
+    if model_args.use_peft:
+        model = apply_lora(model, model_args)
+    if validation is None and training_args.eval_strategy != "no":
+        logger.info("No validation data: evaluation during training is off.")
+        training_args.eval_strategy = transformers.IntervalStrategy.NO
+
+    trainer = UMTFineTuningTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=validation,
+        data_collator=VideoCollator(),
+        compute_metrics=top_k_compute_metrics((1, 5)),
+        callbacks=[DecoderEpochCallback(train_decoder)],
+        layer_decay=training_args.layer_decay,
+        mixup_alpha=training_args.mixup,
+        cutmix_alpha=training_args.cutmix,
+        mixup_prob=training_args.mixup_prob,
+        mixup_switch_prob=training_args.mixup_switch_prob,
+        label_smoothing=training_args.label_smoothing_factor,
+    )
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and os.path.isdir(training_args.output_dir):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+        if checkpoint:
+            logger.info("Resuming from %s", checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+
+    test_metrics = None
+    if test is not None:
+        test_metrics = trainer.evaluate(test, metric_key_prefix="test")
+        test_metrics["test_num_views"] = data_args.test_num_clips * data_args.test_num_crops
+        trainer.log_metrics("test", test_metrics)
+        trainer.save_metrics("test", test_metrics)
+
+    final_dir = os.path.join(training_args.output_dir, "model")
+    if model_args.use_peft:
+        adapter_dir = os.path.join(training_args.output_dir, "adapter")
+        trainer.save_model_atomic(adapter_dir)  # the adapter + head only
+        if training_args.should_save:
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged.config.architectures = ["UMTForVideoClassification"]
+            merged.save_pretrained(final_dir)
+        logger.info("Saved the LoRA adapter to %s and the merged model to %s", adapter_dir, final_dir)
+    else:
+        trainer.save_model_atomic(final_dir)
+    if training_args.should_save:
+        processor.save_pretrained(final_dir)
+    trainer.accelerator.wait_for_everyone()
+    logger.info("Saved the fine-tuned model and its video processor to %s", final_dir)
+    return {"model_dir": final_dir, "test": test_metrics}
+
+
+if __name__ == "__main__":
+    main()
