@@ -145,7 +145,8 @@ class UMTPatchEmbeddings(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = pixel_values.permute(0, 2, 1, 3, 4)  # (B, C, T, H, W) for Conv3d
-        return self.projection(x.to(self.projection.weight.dtype)).flatten(2).transpose(1, 2)
+        # contiguous once here: a transposed token stream would make every LayerNorm and residual add copy
+        return self.projection(x.to(self.projection.weight.dtype)).flatten(2).transpose(1, 2).contiguous()
 
 
 class UMTEmbeddings(nn.Module):
