@@ -68,7 +68,7 @@ def check_features(model_dir: str, num_clips: int = 4) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/pipeline")
-    parser.add_argument("--stage1_steps", type=int, default=300)
+    parser.add_argument("--stage1_steps", type=int, default=200)
     args = parser.parse_args()
     stage1_dir = os.path.join(args.output_dir, "stage1")
     seconds = run_stage("Stage 1", "run_stage1.py", stage1_dir, ["--max_steps", str(args.stage1_steps)])

@@ -106,13 +106,13 @@ class Stage1TrainingArguments(TrainingArguments):
     adam_beta2: float = field(default=0.95)
     lr_scheduler_type: str = field(default="cosine")
     warmup_steps: float = field(default=0.1)
-    max_steps: int = field(default=300)
+    max_steps: int = field(default=200)
     logging_steps: int = field(default=10)
     save_steps: float = field(default=100)
     save_total_limit: int | None = field(default=2)
     report_to: None | str | list[str] = field(default="tensorboard")
     remove_unused_columns: bool = field(default=False)
-    dataloader_num_workers: int = field(default=2)
+    dataloader_num_workers: int = field(default=1)
     seed: int = field(default=0)
     scale_lr_by_batch: bool = field(
         default=False, metadata={"help": "Official lr rule: learning_rate x global batch / 256."}
