@@ -59,6 +59,11 @@ class UMTRetrievalConfig(PreTrainedConfig):
         mask_token_id, cls_token_id (`int`, defaults to 103 / 101, the bert-base-uncased ids): the tokenizer's [MASK]
             (written by MLM) and [CLS] (never masked) ids; [PAD] is `text_config.pad_token_id`.
         itm_rerank_k (`int`, defaults to 128): retrieval re-ranks the top k candidates by the ITM head (`k_test`).
+        text_pooling (`str`, defaults to `"cls"`): how a text sequence becomes one vector, for VTC (after the text-only
+            layers) and for the ITM head (after the fusion layers): `"cls"` (official: the [CLS] token) or `"mean"`
+            (mean over the non-padding tokens). Use "mean" for BERTs whose [CLS] carries no sentence information before
+            the last layer, e.g. sentence-transformers' all-MiniLM-L6-v2 (its [CLS] at layers 0-5 is the same vector
+            for every sentence, cosine > 0.9999).
         initializer_range (`float`, defaults to 0.02): std of the normal init of BERT-side and projection weights.
     """
 
@@ -82,6 +87,7 @@ class UMTRetrievalConfig(PreTrainedConfig):
     mask_token_id: int = 103
     cls_token_id: int | None = 101
     itm_rerank_k: int = 128
+    text_pooling: str = "cls"
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
 
@@ -125,6 +131,8 @@ class UMTRetrievalConfig(PreTrainedConfig):
             )
         if not 0.0 < self.mlm_probability < 1.0:
             raise ValueError(f"`mlm_probability` must be in (0, 1), got {self.mlm_probability}.")
+        if self.text_pooling not in ("cls", "mean"):
+            raise ValueError(f"`text_pooling` must be 'cls' or 'mean', got {self.text_pooling!r}.")
         if self.itm_rerank_k < 1:
             raise ValueError(f"`itm_rerank_k` must be >= 1, got {self.itm_rerank_k}.")
         for name in ("vtc_loss_weight", "vtm_loss_weight", "mlm_loss_weight", "uta_loss_weight"):

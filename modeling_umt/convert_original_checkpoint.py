@@ -6,6 +6,9 @@ Two checkpoint families are understood (official_umt.md §7 a, b):
   final `encoder.norm`) and `clip_decoder.{k}.{head,norm}.*` (the K alignment heads) -> `UMTForPreTraining`.
 * **Fine-tuned classifier** (`..._ftk400_f16_res224.pth`, ...): keys `patch_embed.*`, `blocks.*`, `fc_norm.*`,
   `head.*`, plus `pos_embed` [1, N, C] for layouts other than 8 x 14 x 14 -> `UMTForVideoClassification`.
+* **Stage-2 multi-modality** (`b16_25m.pth`, `ret_msrvtt_b16_25m.pth`, ...; official_umt.md §7 c): keys
+  `vision_encoder.*`, `text_encoder.*`, `vision_proj.*`, `text_proj.*`, `temp`, `itm_head.*` [+ `clip_teacher.*`]
+  -> `UMTForVideoTextRetrieval` (see `convert_stage2_state_dict`; pass `--num_frames 12` for retrieval fine-tunes).
 
 Either may be stored bare or under `model` / `module` (DeepSpeed). Key mapping (ours <- official):
 
@@ -678,6 +681,13 @@ def convert_checkpoint(
     output_dir = Path(output_dir)
     _prepare_output(output_dir, overwrite)
     official = load_official_checkpoint(checkpoint, model_key)
+    if is_stage2_state_dict(official):  # official multi-modality checkpoint -> UMTForVideoTextRetrieval
+        if label_file is not None or model_size is not None:
+            raise ConversionError("`--label_file` / `--model_size` do not apply to Stage-2 (video-text) checkpoints.")
+        return convert_stage2_checkpoint(
+            checkpoint, output_dir, num_frames=num_frames or 4, image_size=image_size or 224,
+            num_attention_heads=num_attention_heads, model_key=model_key, overwrite=overwrite, log=log,
+        )
     kwargs, ours = convert_official_state_dict(
         official, model_size=model_size, num_frames=num_frames, image_size=image_size,
         num_attention_heads=num_attention_heads, log=log,
@@ -734,6 +744,15 @@ def reverse_checkpoint(
         )
     config = AutoConfig.from_pretrained(model_dir)
     arch = (config.architectures or [None])[0]
+    if arch == _STAGE2_ARCHITECTURE:
+        from .modeling_umt_retrieval import UMTForVideoTextRetrieval
+
+        model = UMTForVideoTextRetrieval.from_pretrained(model_dir, dtype=torch.float32 if dtype == "float32" else "auto")
+        state = to_official_stage2_state_dict(model)
+        obj = state if model_key == "auto" else {model_key: state}
+        _write_atomically(output_dir, overwrite, lambda tmp: torch.save(obj, tmp / "model.pth"))
+        log(f"{arch} -> official layout ({len(state)} tensors) saved to {output_dir / 'model.pth'}")
+        return output_dir / "model.pth"
     classes = {v.__name__: v for v in MODEL_CLASSES.values()}
     if arch not in classes:
         raise ConversionError(f"Saved model architecture must be one of {sorted(classes)}, got {arch!r}.")
@@ -788,6 +807,248 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stage 2 (multi-modality): official `UMT` -> UMTForVideoTextRetrieval (official_umt.md §7 c)
+# ----------------------------------------------------------------------------------------------------------------
+STAGE2 = "stage2"
+_STAGE2_ARCHITECTURE = "UMTForVideoTextRetrieval"
+
+
+def is_stage2_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """True for official multi-modality checkpoints (`vision_encoder.*` / `text_encoder.*` keys)."""
+    return any(k.startswith(("vision_encoder.", "text_encoder.")) for k in state_dict)
+
+
+def _stage2_text_view(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(BERT keys without prefix, MLM-head keys) of a Stage-2 state dict. Pre-training checkpoints hold
+    `text_encoder.bert.*` and `text_encoder.cls.*`; downstream ones `text_encoder.*` (the official `bert.` stripping)."""
+    bert, cls = {}, {}
+    for key, value in state_dict.items():
+        if not key.startswith("text_encoder."):
+            continue
+        rest = key[len("text_encoder.") :]
+        if rest.startswith("bert."):
+            bert[rest[len("bert.") :]] = value
+        elif rest.startswith("cls."):
+            cls[rest[len("cls.") :]] = value
+        else:
+            bert[rest] = value
+    return bert, cls
+
+
+def infer_stage2_config(
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    num_frames: int = 4,
+    image_size: int = 224,
+    num_attention_heads: int | None = None,
+    text_num_attention_heads: int | None = None,
+):
+    """`UMTRetrievalConfig` of an official Stage-2 state dict, from tensor shapes.
+
+    Not visible in the weights: the frame count (official pre-training 4, retrieval fine-tuning 12), the resolution
+    (224), and the heads: `num_attention_heads` (video; default the released 12 / 16, else width // 64) and
+    `text_num_attention_heads` (default width // 64, as BERT-base / large).
+    """
+    from transformers import BertConfig
+
+    from .configuration_umt_retrieval import STAGE2_VISION_DEFAULTS, UMTRetrievalConfig
+
+    if any(k.startswith("text_decoder.") for k in state_dict):
+        raise ConversionError("This is an official QA checkpoint (`text_decoder.*`): only retrieval / pre-training "
+                              "Stage-2 checkpoints convert to UMTForVideoTextRetrieval.")
+    w = _require(state_dict, "vision_encoder.encoder.patch_embed.proj.weight")
+    hidden, tubelet, patch = int(w.shape[0]), int(w.shape[2]), int(w.shape[3])
+    depth = _indices(state_dict, "vision_encoder.encoder.blocks.", "Block")
+    intermediate = int(_require(state_dict, "vision_encoder.encoder.blocks.0.mlp.fc1.weight").shape[0])
+    heads = num_attention_heads or _HEADS_BY_WIDTH.get(hidden) or max(1, hidden // 64)
+    k = _indices(state_dict, "vision_encoder.clip_decoder.", "clip_decoder")
+    uta_dim = int(state_dict["vision_encoder.clip_decoder.0.head.weight"].shape[0]) if k else 512
+    vision = dict(STAGE2_VISION_DEFAULTS)
+    vision.update(
+        num_channels=int(w.shape[1]), tubelet_size=tubelet, patch_size=patch, hidden_size=hidden,
+        num_hidden_layers=depth, num_attention_heads=heads, intermediate_size=intermediate,
+        qkv_bias="vision_encoder.encoder.blocks.0.attn.q_bias" in state_dict, num_frames=num_frames,
+        image_size=image_size, uta_num_layers=k, uta_output_dim=uta_dim,
+    )
+    bert, cls = _stage2_text_view(state_dict)
+    words = _require(bert, "embeddings.word_embeddings.weight", "text_encoder.bert.embeddings.word_embeddings.weight")
+    text_hidden = int(words.shape[1])
+    layers = _indices(bert, "encoder.layer.", "BERT layer")
+    fusion = [i for i in range(layers) if f"encoder.layer.{i}.crossattention.self.query.weight" in bert]
+    if not fusion or fusion != list(range(fusion[0], layers)):
+        raise ConversionError(f"Cross-attention must sit on the last BERT layers; found it on layers {fusion}.")
+    text = BertConfig(
+        vocab_size=int(words.shape[0]), hidden_size=text_hidden, num_hidden_layers=layers,
+        num_attention_heads=text_num_attention_heads or max(1, text_hidden // 64),
+        intermediate_size=int(bert["encoder.layer.0.intermediate.dense.weight"].shape[0]),
+        max_position_embeddings=int(bert["embeddings.position_embeddings.weight"].shape[0]),
+        type_vocab_size=int(bert["embeddings.token_type_embeddings.weight"].shape[0]),
+    )
+    embed = int(_require(state_dict, "vision_proj.weight").shape[0])
+    return UMTRetrievalConfig(
+        vision_config=UMTConfig(**vision), text_config=text, fusion_layer=fusion[0], embed_dim=embed,
+        use_mlm_head=bool(cls), architectures=[_STAGE2_ARCHITECTURE],
+    )
+
+
+def convert_stage2_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    num_frames: int = 4,
+    image_size: int = 224,
+    num_attention_heads: int | None = None,
+    text_num_attention_heads: int | None = None,
+    log: Callable[[str], None] | None = None,
+):
+    """Official Stage-2 state dict -> (UMTRetrievalConfig, our state dict).
+
+    Renames (ours <- official): vision_model.* <- vision_encoder.encoder.* (blocks as Stage 1, qkv split),
+    vision_model.layernorm <- vision_encoder.encoder.norm, vision_model.pooler.norm <- vision_encoder.pool_norm,
+    uta_heads.{k}.{dense,norm} <- vision_encoder.clip_decoder.{k}.{head,norm}, text_model.* <- text_encoder.bert.*
+    (or text_encoder.* in fine-tuned files), mlm_head.* <- text_encoder.cls.*; vision_proj, text_proj, temp, itm_head
+    keep their names. Dropped: `clip_teacher.*` (the frozen teacher: load it with
+    `UMTTeacher.from_official_state_dict`), BERT's `position_ids` buffer and the MLM decoder (tied to the word
+    embeddings). Any other key is an error naming it.
+    """
+    log = log or (lambda msg: None)
+    config = infer_stage2_config(
+        state_dict, num_frames=num_frames, image_size=image_size, num_attention_heads=num_attention_heads,
+        text_num_attention_heads=text_num_attention_heads,
+    )
+    vc = config.vision_config
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+
+    def take(theirs: str, ours: str) -> None:
+        out[ours] = _require(state_dict, theirs)
+        used.add(theirs)
+
+    ve = "vision_encoder.encoder."
+    take(ve + "patch_embed.proj.weight", "vision_model.embeddings.patch_embeddings.projection.weight")
+    take(ve + "patch_embed.proj.bias", "vision_model.embeddings.patch_embeddings.projection.bias")
+    for b in range(vc.num_hidden_layers):
+        src, dst = f"{ve}blocks.{b}.", f"vision_model.encoder.layer.{b}."
+        q, k_, v = _require(state_dict, src + "attn.qkv.weight").split(vc.hidden_size, dim=0)
+        used.add(src + "attn.qkv.weight")
+        out[dst + "attention.query.weight"], out[dst + "attention.key.weight"] = q.clone(), k_.clone()
+        out[dst + "attention.value.weight"] = v.clone()
+        for s, t in _BLOCK_RENAMES.items():
+            if src + s in state_dict:
+                take(src + s, dst + t)
+    for p in ("weight", "bias"):
+        take(f"{ve}norm.{p}", f"vision_model.layernorm.{p}")
+        take(f"vision_encoder.pool_norm.{p}", f"vision_model.pooler.norm.{p}")
+        for kk in range(vc.num_uta_layers):
+            take(f"vision_encoder.clip_decoder.{kk}.head.{p}", f"uta_heads.{kk}.dense.{p}")
+            take(f"vision_encoder.clip_decoder.{kk}.norm.{p}", f"uta_heads.{kk}.norm.{p}")
+        for head in ("vision_proj", "text_proj", "itm_head"):
+            take(f"{head}.{p}", f"{head}.{p}")
+    take("temp", "temp")
+    for key, value in state_dict.items():
+        if not key.startswith("text_encoder."):
+            continue
+        rest = key[len("text_encoder.") :]
+        rest = rest[len("bert.") :] if rest.startswith("bert.") else rest
+        used.add(key)
+        if rest in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"):
+            tied_to = "embeddings.word_embeddings.weight" if rest.endswith("weight") else "cls.predictions.bias"
+            source = state_dict.get(f"text_encoder.bert.{tied_to}", state_dict.get(f"text_encoder.{tied_to}"))
+            if source is not None and not torch.equal(value, source):
+                raise ConversionError(f"`{key}` differs from `{tied_to}`: the official MLM decoder is tied to it, and "
+                                      "UMTForVideoTextRetrieval ties it the same way.")
+            continue
+        if rest.endswith("position_ids"):
+            continue  # a buffer
+        out[("mlm_head." + rest[len("cls.") :]) if rest.startswith("cls.") else ("text_model." + rest)] = value
+    teacher = [k for k in state_dict if k.startswith("clip_teacher.")]
+    used.update(teacher)
+    unknown = sorted(set(state_dict) - used)
+    if unknown:
+        raise ConversionError(f"Stage-2 checkpoint has keys the converter does not know: {_preview(unknown)}.")
+    log(f"family: {STAGE2} -> {_STAGE2_ARCHITECTURE} (fusion from BERT layer {config.fusion_layer}, embed_dim "
+        f"{config.embed_dim}, MLM head {'yes' if config.use_mlm_head else 'no'}); dropped {len(teacher)} "
+        f"clip_teacher.* tensors (the frozen teacher)")
+    return config, out
+
+
+def to_official_stage2_state_dict(model, pretraining_layout: bool | None = None) -> dict[str, torch.Tensor]:
+    """Our UMTForVideoTextRetrieval -> a state dict in the official `UMT` layout (inverse of
+    `convert_stage2_state_dict`, without `clip_teacher.*`). pretraining_layout: `text_encoder.bert.*` +
+    `text_encoder.cls.*` (default when the model has an MLM head) or the downstream `text_encoder.*`."""
+    config = model.config
+    vc = config.vision_config
+    pretraining_layout = model.mlm_head is not None if pretraining_layout is None else pretraining_layout
+    sd = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    ve = "vision_encoder.encoder."
+    out[ve + "patch_embed.proj.weight"] = sd["vision_model.embeddings.patch_embeddings.projection.weight"]
+    out[ve + "patch_embed.proj.bias"] = sd["vision_model.embeddings.patch_embeddings.projection.bias"]
+    for b in range(vc.num_hidden_layers):
+        src, dst = f"vision_model.encoder.layer.{b}.", f"{ve}blocks.{b}."
+        out[dst + "attn.qkv.weight"] = torch.cat([sd[src + f"attention.{n}.weight"] for n in ("query", "key", "value")])
+        for s, t in _BLOCK_RENAMES.items():
+            if src + t in sd:
+                out[dst + s] = sd[src + t]
+    for p in ("weight", "bias"):
+        out[f"{ve}norm.{p}"] = sd[f"vision_model.layernorm.{p}"]
+        out[f"vision_encoder.pool_norm.{p}"] = sd[f"vision_model.pooler.norm.{p}"]
+        for kk in range(vc.num_uta_layers):
+            out[f"vision_encoder.clip_decoder.{kk}.head.{p}"] = sd[f"uta_heads.{kk}.dense.{p}"]
+            out[f"vision_encoder.clip_decoder.{kk}.norm.{p}"] = sd[f"uta_heads.{kk}.norm.{p}"]
+        for head in ("vision_proj", "text_proj", "itm_head"):
+            out[f"{head}.{p}"] = sd[f"{head}.{p}"]
+    out["temp"] = sd["temp"]
+    bert = "text_encoder.bert." if pretraining_layout else "text_encoder."
+    for key, value in sd.items():
+        if key.startswith("text_model."):
+            out[bert + key[len("text_model.") :]] = value
+        elif key.startswith("mlm_head.") and pretraining_layout:
+            out["text_encoder.cls." + key[len("mlm_head.") :]] = value
+    if pretraining_layout and model.mlm_head is not None:
+        out["text_encoder.cls.predictions.decoder.weight"] = sd["text_model.embeddings.word_embeddings.weight"]
+        out["text_encoder.cls.predictions.decoder.bias"] = sd["mlm_head.predictions.bias"]
+    return {k: v.detach().clone().contiguous() for k, v in out.items()}
+
+
+def convert_stage2_checkpoint(
+    checkpoint: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    num_frames: int = 4,
+    image_size: int = 224,
+    num_attention_heads: int | None = None,
+    model_key: str = "auto",
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Official Stage-2 `.pth` (b16_25m.pth, ret_msrvtt_b16_25m.pth, ...) -> a transformers directory, atomically."""
+    from .modeling_umt_retrieval import UMTForVideoTextRetrieval
+
+    output_dir = Path(output_dir)
+    _prepare_output(output_dir, overwrite)
+    official = load_official_checkpoint(checkpoint, model_key)
+    config, ours = convert_stage2_state_dict(
+        official, num_frames=num_frames, image_size=image_size, num_attention_heads=num_attention_heads, log=log
+    )
+    model = UMTForVideoTextRetrieval(config)
+    result = model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ours.items()}, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("mlm_head.predictions.decoder")]
+    if missing or result.unexpected_keys:
+        raise ConversionError(
+            f"Converted weights do not fit UMTForVideoTextRetrieval: missing {missing}, unexpected "
+            f"{list(result.unexpected_keys)}."
+        )
+    model.tie_weights()
+    log(f"UMTForVideoTextRetrieval: video width {config.vision_config.hidden_size} x {config.vision_config.num_hidden_layers}"
+        f" blocks, BERT {config.text_config.hidden_size} x {config.text_config.num_hidden_layers} layers, "
+        f"{config.vision_config.num_frames} frames x {config.vision_config.image_hw[0]} px")
+    _write_atomically(output_dir, overwrite, lambda tmp: model.eval().save_pretrained(tmp))
+    log(f"saved to {output_dir}")
+    return output_dir
 
 
 if __name__ == "__main__":

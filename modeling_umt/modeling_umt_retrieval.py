@@ -413,11 +413,12 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
         **kwargs,
     ) -> UMTTextFeaturesOutput:
         """input_ids (B, L), attention_mask (B, L) -> tokens after the text-only layers (B, L, H), L2-normalised
-        projection of [CLS] as pooler_output (B, E) and the raw projection (B, E)."""
+        projection of [CLS] (or of the token mean, `config.text_pooling="mean"`) as pooler_output (B, E) and the raw
+        projection (B, E)."""
         hidden = self.text_model(
             input_ids, attention_mask, token_type_ids=token_type_ids, position_ids=position_ids, mode="text", **kwargs
         ).last_hidden_state
-        projected = self.text_proj(hidden[:, 0])
+        projected = self.text_proj(self._pool_text(hidden, attention_mask))
         return UMTTextFeaturesOutput(
             last_hidden_state=hidden, pooler_output=F.normalize(projected, dim=-1), projected_embeds=projected
         )
@@ -432,11 +433,13 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         input_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Video-text matching logits (B, 2) for B pairs through the fusion layers (class 1 = match).
+        """Video-text matching logits (B, 2) for B pairs through the fusion layers (class 1 = match), read from the
+        fused [CLS] (official) or the fused token mean (`config.text_pooling="mean"`).
 
         Give features (`video_hidden_states` (B, N, Dv) from `get_video_features`, `text_hidden_states` (B, L, H) from
         `get_text_features`, `attention_mask` (B, L)) or raw inputs (`pixel_values`, `input_ids`, `attention_mask`).
-        video_attention_mask: (B, N), None = every video token is visible (official).
+        video_attention_mask: (B, N), None = every video token is visible (official). One video (batch 1) is
+        broadcast against B texts (its cross-attention keys and values are computed once).
         """
         if video_hidden_states is None:
             if pixel_values is None:
@@ -446,10 +449,10 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
             if input_ids is None:
                 raise ValueError("`get_itm_logits` needs `text_hidden_states` or `input_ids`.")
             text_hidden_states = self.get_text_features(input_ids, attention_mask).last_hidden_state
-        if video_hidden_states.shape[0] != text_hidden_states.shape[0]:
+        if video_hidden_states.shape[0] not in (1, text_hidden_states.shape[0]):
             raise ValueError(
                 f"`video_hidden_states` ({video_hidden_states.shape[0]}) and `text_hidden_states` "
-                f"({text_hidden_states.shape[0]}) must hold the same number of pairs."
+                f"({text_hidden_states.shape[0]}) must hold the same number of pairs (or one video for all texts)."
             )
         fused = self.text_model(
             attention_mask=attention_mask,
@@ -458,7 +461,15 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
             encoder_attention_mask=video_attention_mask,
             mode="fusion",
         ).last_hidden_state
-        return self.itm_head(fused[:, 0])
+        return self.itm_head(self._pool_text(fused, attention_mask))
+
+    def _pool_text(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, L, H) -> (B, H): [CLS] (official) or the mean over non-padding tokens (`config.text_pooling`)."""
+        if self.config.text_pooling == "mean":
+            weights = torch.ones(hidden.shape[:2], device=hidden.device) if attention_mask is None else attention_mask
+            weights = weights.to(hidden.dtype)[..., None]
+            return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return hidden[:, 0]
 
     @torch.no_grad()
     def retrieval_scores(
@@ -483,28 +494,31 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
             raise ValueError(f"`k` ({k}) and `batch_size` ({batch_size}) must be >= 1.")
         itc = video_embeds.float() @ text_embeds.float().T  # (V, T): mean over frames of the cosine
         num_v, num_t = itc.shape
-        itm_v2t = itc.new_full((num_v, num_t), -100.0)
-        itm_t2v = itc.new_full((num_t, num_v), -100.0)
+        # The ITM logit of a pair does not depend on the direction it is asked from, so each pair in the union of the
+        # two top-k sets is scored once. Video-major first: one video broadcast against a batch of its candidate
+        # texts (its cross-attention keys/values computed once), then the text-major pairs not yet scored.
+        itm = itc.new_full((num_v, num_t), float("nan"))
+        top_texts = itc.topk(min(k, num_t), dim=1).indices  # (V, k)
+        top_videos = itc.topk(min(k, num_v), dim=0).indices.T  # (T, k)
         for v in range(num_v):
-            top = itc[v].topk(min(k, num_t)).indices
-            for s in range(0, len(top), batch_size):
-                idx = top[s : s + batch_size]
-                logits = self.get_itm_logits(
-                    video_hidden_states[v : v + 1].expand(len(idx), -1, -1),
-                    text_hidden_states[idx],
-                    attention_mask[idx],
-                )
-                itm_v2t[v, idx] = logits[:, 1].float()
+            for s in range(0, top_texts.shape[1], batch_size):
+                idx = top_texts[v, s : s + batch_size]
+                logits = self.get_itm_logits(video_hidden_states[v : v + 1], text_hidden_states[idx], attention_mask[idx])
+                itm[v, idx] = logits[:, 1].float()
         for t in range(num_t):
-            top = itc[:, t].topk(min(k, num_v)).indices
-            for s in range(0, len(top), batch_size):
-                idx = top[s : s + batch_size]
+            idx = top_videos[t][torch.isnan(itm[top_videos[t], t])]
+            for s in range(0, len(idx), batch_size):
+                chunk = idx[s : s + batch_size]
                 logits = self.get_itm_logits(
-                    video_hidden_states[idx],
-                    text_hidden_states[t : t + 1].expand(len(idx), -1, -1),
-                    attention_mask[t : t + 1].expand(len(idx), -1),
+                    video_hidden_states[chunk],
+                    text_hidden_states[t : t + 1].expand(len(chunk), -1, -1),
+                    attention_mask[t : t + 1].expand(len(chunk), -1),
                 )
-                itm_t2v[t, idx] = logits[:, 1].float()
+                itm[chunk, t] = logits[:, 1].float()
+        itm_v2t = itc.new_full((num_v, num_t), -100.0)
+        itm_v2t.scatter_(1, top_texts, itm.gather(1, top_texts))
+        itm_t2v = itc.new_full((num_t, num_v), -100.0)
+        itm_t2v.scatter_(1, top_videos, itm.T.gather(1, top_videos))
         return UMTRetrievalScores(itc_v2t=itc, itm_v2t=itm_v2t, itm_t2v=itm_t2v)
 
     # ---- training forward -----------------------------------------------------------------------------------------

@@ -643,15 +643,17 @@ class UMTFineTuningTrainer(_AtomicCheckpointMixin, _StepSeededRandomnessMixin, T
         return super().create_scheduler(num_training_steps, optimizer)
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
-        pixel_values, labels = inputs["pixel_values"], inputs["labels"]
+        pixel_values, labels = inputs["pixel_values"], inputs.get("labels")
         if model.training:
+            if labels is None:
+                raise ValueError("Training batches must hold `labels` (B,) next to `pixel_values`.")
             pixel_values, targets, lam = self.mixup(pixel_values, labels)
             outputs = model(pixel_values=pixel_values)
             loss = soft_target_cross_entropy(outputs.logits, targets)
             self._metrics.add({"mix_lam": lam})
             return (loss, outputs) if return_outputs else loss
         probs = self.predict_probabilities(model, pixel_values)
-        loss = torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels.long())
+        loss = None if labels is None else torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels.long())
         return (loss, probs) if return_outputs else loss
 
     @staticmethod
@@ -673,9 +675,10 @@ class UMTFineTuningTrainer(_AtomicCheckpointMixin, _StepSeededRandomnessMixin, T
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss, probs = self.compute_loss(model, inputs, return_outputs=True)
+        loss = None if loss is None else loss.detach()
         if prediction_loss_only:
-            return loss.detach(), None, None
-        return loss.detach(), probs.detach(), inputs["labels"]
+            return loss, None, None
+        return loss, probs.detach(), inputs.get("labels")
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:

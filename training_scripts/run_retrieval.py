@@ -52,7 +52,9 @@ class RetrievalArguments:
     limit: int | None = field(default=None, metadata={"help": "Evaluate on the first N videos only."})
     num_frames: int | None = field(default=None, metadata={"help": "Frames per clip (default: the model's; official 12)."})
     image_size: int | None = field(default=None, metadata={"help": "Resolution (default: the model's)."})
-    max_text_length: int = field(default=32, metadata={"help": "Tokens per caption (official 32-150 per dataset)."})
+    max_text_length: int = field(
+        default=16, metadata={"help": "Tokens per caption (official 32-150 per dataset; synthetic captions fit in 12)."}
+    )
     k_test: int = field(default=128, metadata={"help": "Candidates re-ranked by ITM per query (official 128)."})
     eval_batch_size: int = field(default=16, metadata={"help": "Videos per feature-extraction batch."})
     itm_batch_size: int = field(default=32, metadata={"help": "Pairs per fusion call during re-ranking."})

@@ -1,0 +1,106 @@
+"""Official Stage-2 (multi-modality) checkpoints <-> UMTForVideoTextRetrieval (modeling_umt/convert_original_checkpoint.py).
+
+Official-layout state dicts are produced from our model by `to_official_stage2_state_dict` (key names of
+official_umt.md §7 c); numerical parity with the official code itself is tests/test_stage2_official_parity.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from _retrieval_tiny import tiny_config, tiny_inputs, tiny_text_config, tiny_vision_config
+from modeling_umt import UMTForVideoTextRetrieval
+from modeling_umt.convert_original_checkpoint import (
+    ConversionError,
+    convert_stage2_state_dict,
+    main,
+    to_official_stage2_state_dict,
+)
+
+
+def random_model(**overrides) -> UMTForVideoTextRetrieval:
+    torch.manual_seed(0)
+    model = UMTForVideoTextRetrieval(tiny_config(**overrides)).eval()
+    with torch.no_grad():  # non-trivial norms, biases and temperature
+        for name, p in model.named_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def assert_same_outputs(a: UMTForVideoTextRetrieval, b: UMTForVideoTextRetrieval) -> None:
+    pixel_values, ids, mask = tiny_inputs()
+    with torch.no_grad():
+        oa, ob = a(pixel_values, ids, mask), b(pixel_values, ids, mask)
+        torch.testing.assert_close(oa.logits_per_video, ob.logits_per_video, atol=0, rtol=0)
+        va, vb = a.get_video_features(pixel_values), b.get_video_features(pixel_values)
+        ta = a.get_text_features(ids, mask)
+        torch.testing.assert_close(
+            a.get_itm_logits(va.last_hidden_state, ta.last_hidden_state, mask),
+            b.get_itm_logits(vb.last_hidden_state, ta.last_hidden_state, mask), atol=0, rtol=0,
+        )
+
+
+def test_pretraining_layout_round_trip_drops_the_teacher():
+    model = random_model()
+    official = to_official_stage2_state_dict(model)
+    assert "text_encoder.bert.encoder.layer.2.crossattention.self.key.weight" in official
+    assert "vision_encoder.clip_decoder.1.norm.bias" in official and "vision_encoder.pool_norm.weight" in official
+    assert official["vision_encoder.encoder.blocks.0.attn.qkv.weight"].shape == (96, 32)
+    official["clip_teacher.conv1.weight"] = torch.zeros(8, 3, 1, 16, 16)
+    official["text_encoder.bert.embeddings.position_ids"] = torch.arange(32)[None]
+    logs = []
+    config, ours = convert_stage2_state_dict(
+        official, num_frames=2, image_size=32, num_attention_heads=4, text_num_attention_heads=4, log=logs.append
+    )
+    assert config.fusion_layer == 2 and config.embed_dim == 16 and config.use_mlm_head
+    assert config.vision_config.num_uta_layers == 2 and config.vision_config.uta_output_dim == 16
+    assert "1 clip_teacher" in logs[0]
+    converted = UMTForVideoTextRetrieval(config).eval()
+    result = converted.load_state_dict(ours, strict=False)
+    assert [k for k in result.missing_keys if "decoder" not in k] == [] and result.unexpected_keys == []
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(converted.state_dict()[name], value, atol=0, rtol=0, msg=name)
+    assert_same_outputs(model, converted)
+
+
+def test_finetuned_layout_without_bert_prefix_mlm_head_or_clip_decoder():
+    model = random_model(use_mlm_head=False, vision_config=tiny_vision_config(uta_num_layers=0))
+    official = to_official_stage2_state_dict(model)
+    assert "text_encoder.encoder.layer.0.attention.self.query.weight" in official
+    assert not any(k.startswith(("text_encoder.bert.", "text_encoder.cls.", "vision_encoder.clip_decoder")) for k in official)
+    config, ours = convert_stage2_state_dict(official, num_frames=2, image_size=32, num_attention_heads=4,
+                                             text_num_attention_heads=4)
+    assert not config.use_mlm_head and config.vision_config.num_uta_layers == 0
+    converted = UMTForVideoTextRetrieval(config).eval()
+    converted.load_state_dict(ours, strict=True)
+    assert_same_outputs(model, converted)
+
+
+def test_unknown_and_qa_keys_are_refused():
+    official = to_official_stage2_state_dict(random_model())
+    with pytest.raises(ConversionError, match="vision_encoder.extra"):
+        convert_stage2_state_dict({**official, "vision_encoder.extra": torch.zeros(1)}, num_attention_heads=4)
+    with pytest.raises(ConversionError, match="QA checkpoint"):
+        convert_stage2_state_dict({**official, "text_decoder.bert.embeddings.word_embeddings.weight": torch.zeros(1)})
+
+
+def test_command_line_converts_and_reverses(tmp_path):
+    torch.manual_seed(0)  # widths 64 with one head, so the heads follow from width // 64 without flags
+    config = tiny_config(
+        vision_config=tiny_vision_config(hidden_size=64, num_attention_heads=1),
+        text_config=tiny_text_config(hidden_size=64, num_attention_heads=1),
+    )
+    model = UMTForVideoTextRetrieval(config).eval()
+    torch.save({"model": to_official_stage2_state_dict(model), "epoch": 3}, tmp_path / "b16_25m.pth")
+    out = tmp_path / "hf"
+    assert main(["--checkpoint", str(tmp_path / "b16_25m.pth"), "--output_dir", str(out), "--num_frames", "2",
+                 "--image_size", "32"]) == 0
+    loaded = AutoModel.from_pretrained(out)
+    assert type(loaded) is UMTForVideoTextRetrieval
+    assert_same_outputs(model, loaded.eval())
+    assert main(["--reverse", "--checkpoint", str(out), "--output_dir", str(tmp_path / "back")]) == 0
+    back = torch.load(tmp_path / "back" / "model.pth", weights_only=True)
+    for key, value in to_official_stage2_state_dict(model).items():
+        torch.testing.assert_close(back[key], value, atol=0, rtol=0, msg=key)
