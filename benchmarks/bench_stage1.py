@@ -344,6 +344,7 @@ def worker(args) -> None:
             rec[phase] = time.perf_counter() - t0
             p = _peak_kb()
             peak = max(peak, p)
+            rec[phase + "_peak_kb"] = p
             if phase == "teacher":
                 rec["teacher_fwd_kb"] = p - rss0
         rec["step"] = sum(rec[ph] for ph in PHASES)
@@ -360,6 +361,7 @@ def worker(args) -> None:
         torch=torch.__version__,
         steps=[r for r in step_records if r["timed"]],
         step_peak_mib=(max(r["peak_kb"] for r in step_records) - rss_built) / 1024,
+        phase_peak_mib={ph: (max(r[ph + "_peak_kb"] for r in step_records) - rss_built) / 1024 for ph in PHASES},
         teacher_fwd_mib=max(r["teacher_fwd_kb"] for r in step_records) / 1024,
         rss_built_mib=rss_built / 1024,
         proc_peak_mib=max(build_peak, max(r["peak_kb"] for r in step_records)) / 1024,
@@ -407,15 +409,18 @@ def _worker_cmd(args, name: str, batch: int, result_file: str | None) -> list[st
     return cmd
 
 
-def _env() -> dict:
-    return dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error")
+def _env(mmap_threshold: int | None = None) -> dict:
+    env = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error")
+    if mmap_threshold:  # glibc: blocks >= this size are mmap'ed and unmapped on free, so RSS follows live memory
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
+    return env
 
 
 def run_one(args, name: str, batch: int) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         result_file = tmp.name
-    proc = subprocess.run(_worker_cmd(args, name, batch, result_file), capture_output=True, text=True, env=_env(),
-                          cwd=str(REPO_ROOT))  # fmt: skip
+    proc = subprocess.run(_worker_cmd(args, name, batch, result_file), capture_output=True, text=True,
+                          env=_env(args.mmap_threshold), cwd=str(REPO_ROOT))  # fmt: skip
     try:
         if proc.returncode != 0:
             raise RuntimeError(f"{name} batch {batch} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -520,6 +525,9 @@ def main() -> None:
     parser.add_argument("--official_repo", default=os.environ.get("UMT_OFFICIAL_REPO"),
                         help="official UMT checkout (default $UMT_OFFICIAL_REPO); without it that row is skipped")  # fmt: skip
     parser.add_argument("--out", default=None, help="also write the tables (markdown) to this file")
+    parser.add_argument("--mmap_threshold", type=int, default=None,
+                        help="set glibc MALLOC_MMAP_THRESHOLD_ (bytes) in the workers: freed large blocks return to the "
+                             "OS, so RSS tracks live memory (less allocator noise in the memory columns; slower steps)")  # fmt: skip
     parser.add_argument("--profile", default=None, choices=list(CONFIGS), help="profile one step of this config")
     parser.add_argument("--profile_rows", type=int, default=20)
     parser.add_argument("--record_shapes", action="store_true", help="with --profile: group ops by input shape")
@@ -539,7 +547,7 @@ def main() -> None:
                                                                "--profile_rows", str(args.profile_rows)]  # fmt: skip
             if args.record_shapes:
                 cmd.append("--record_shapes")
-            subprocess.run(cmd, env=_env(), cwd=str(REPO_ROOT), check=True)
+            subprocess.run(cmd, env=_env(args.mmap_threshold), cwd=str(REPO_ROOT), check=True)
         return
 
     names = args.configs or list(CONFIGS)
@@ -569,9 +577,11 @@ def main() -> None:
                 continue
             results.setdefault((name, batch), []).append(res)
             steps = ", ".join(f"{s['step']:.2f}" for s in res["steps"])
+            phase_peaks = " ".join(f"{ph} {v:.0f}" for ph, v in res["phase_peak_mib"].items())
             print(f"round {rnd + 1} {name:16s} batch {batch}: step s [{steps}] teacher "
                   f"{statistics.median(s['teacher'] for s in res['steps']):.2f} s, step peak {res['step_peak_mib']:.0f} "
-                  f"MiB, load {os.getloadavg()[0]:.1f} ({time.perf_counter() - t0:.0f} s wall)", flush=True)  # fmt: skip
+                  f"MiB (by phase: {phase_peaks}), load {os.getloadavg()[0]:.1f} "
+                  f"({time.perf_counter() - t0:.0f} s wall)", flush=True)  # fmt: skip
     load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
     if not results:
         sys.exit("no configuration ran")
@@ -581,6 +591,7 @@ def main() -> None:
     meta = (
         f"date {started:%Y-%m-%d %H:%M %Z}; torch {any_res['torch']}; torch threads {any_res['threads']}; cpu_count "
         f"{os.cpu_count()}; {platform.processor() or platform.machine()}; optimizer AdamW ({args.optimizer}); "
+        f"MALLOC_MMAP_THRESHOLD_ {args.mmap_threshold or 'glibc default (dynamic)'}; "
         f"load avg before {load0} after {load1}\n"
         f"command: python {' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}\n"
         f"time: median over {args.rounds} round(s) x {args.steps} timed steps after {args.warmup} warm-up step(s); "

@@ -34,12 +34,14 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as tvF
 
 from .datasets import VideoClipDecoder
+from .sampling import sample_indices
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, _check_clip, _pair, normalize, random_resized_crop_params
 
 __all__ = [
     "RAND_AUGMENT_OPS",
     "FinetuneTrainTransform",
     "MultiViewClipDecoder",
+    "PreloadedVideoClips",
     "VideoRandAugment",
     "VideoRandomErasing",
     "parse_rand_augment",
@@ -402,3 +404,46 @@ def read_label_map(path: str | os.PathLike) -> list[str]:
     if sorted(pairs) != list(range(len(pairs))):
         raise ValueError(f"label_map {path!r} must number its classes 0..{len(pairs) - 1} without gaps")
     return [pairs[i] for i in range(len(pairs))]
+
+
+class PreloadedVideoClips(torch.utils.data.Dataset):
+    """A map-style dataset that decodes every video of `records` once and keeps its frames in memory (uint8), then
+    serves clips exactly as `decode_videos(records, decoder)` would: the decoder's frame-sampling rule and transform
+    run at every access, with the decoder's per-sample generator when it has a seed.
+
+    For small datasets on CPU, where decoding every clip at every step costs more than the model (the synthetic
+    evidence run). Memory: videos x frames x 3 x H x W bytes (4,000 clips of 16 frames at 32 px: 200 MB). Videos that
+    fail to decode are counted in `decoder.stats` and left out.
+
+    Item: {"pixel_values": float32 (T, 3, H', W'), "label": int} (and "caption" when the records have one).
+    """
+
+    def __init__(self, records, decoder: VideoClipDecoder):
+        from .video_io import VideoDecodeError, VideoReader
+
+        self.decoder = decoder
+        self.frames: list[torch.Tensor] = []
+        self.rows: list[dict] = []
+        for row in records:
+            try:
+                with VideoReader(decoder._source(row["video"]), decoder.backend) as reader:
+                    frames = reader.get_frames(list(range(reader.num_frames)))
+            except VideoDecodeError as error:
+                decoder.stats.record_failure(error)
+                continue
+            decoder.stats.record_success()
+            self.frames.append(frames)
+            self.rows.append({key: row[key] for key in ("label", "caption") if key in row})
+        if not self.frames:
+            raise ValueError("records holds no video that decodes; nothing to preload")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict:
+        frames, generator = self.frames[index], self.decoder.generator_for(index)
+        indices = sample_indices(self.decoder.sampling, self.decoder.num_frames, frames.shape[0], generator=generator)
+        clip = frames[torch.as_tensor(indices)]
+        transform = self.decoder.transform
+        pixel_values = transform(clip) if generator is None else transform(clip, generator)
+        return {**self.rows[index], "pixel_values": pixel_values}

@@ -54,7 +54,12 @@ from processors.datasets import (  # noqa: E402
     decode_videos,
     load_video_records,
 )
-from processors.finetune_transforms import FinetuneTrainTransform, MultiViewClipDecoder, read_label_map  # noqa: E402
+from processors.finetune_transforms import (  # noqa: E402
+    FinetuneTrainTransform,
+    MultiViewClipDecoder,
+    PreloadedVideoClips,
+    read_label_map,
+)
 from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
 from processors.video_processing_umt import UMTVideoProcessor  # noqa: E402
 
@@ -121,12 +126,22 @@ class DataArguments:
     rand_augment: str = field(default="rand-m7-n4-mstd0.5-inc1", metadata={"help": "RandAugment policy or 'none'."})
     reprob: float = field(default=0.25, metadata={"help": "Random erasing probability."})
     min_crop_area: float = field(default=0.08, metadata={"help": "Random resized crop: smallest area fraction."})
-    flip: bool = field(default=True, metadata={"help": "Horizontal flip (--flip False for SSv2-like labels)."})
+    flip: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Horizontal flip p=0.5 (official, Kinetics). Default: on, except on the built-in synthetic videos, "
+            "whose classes name directions (left/right, clockwise) as SSv2's do -- pass --flip False for such data."
+        },
+    )
     eval_num_clips: int = field(default=1, metadata={"help": "Temporal views during validation."})
     eval_num_crops: int = field(default=1, metadata={"help": "Spatial views during validation."})
     test_num_clips: int = field(default=2, metadata={"help": "Temporal views for the final test (official 4)."})
     test_num_crops: int = field(default=3, metadata={"help": "Spatial views for the final test (official 3)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N videos only."})
+    preload_videos: bool = field(
+        default=False,
+        metadata={"help": "Decode every training video once and keep it in memory (small datasets on CPU)."},
+    )
     max_bad_fraction: float = field(default=0.2, metadata={"help": "Stop when more clips than this fail to decode."})
     synthetic_num_videos: int = field(default=600, metadata={"help": "Size of the default synthetic dataset."})
     synthetic_size: int = field(default=64, metadata={"help": "Resolution of the synthetic videos."})
@@ -222,6 +237,10 @@ def resolve_labels(data_args: DataArguments, train_records, synthetic_root) -> l
 
 def build_model(model_args: ModelArguments, data_args: DataArguments, id2label: dict[int, str]):
     overrides = dict(drop_path_rate=model_args.drop_path_rate, classifier_dropout=model_args.classifier_dropout)
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled() and (model_args.frame_level or model_args.label_subset):
+        raise ValueError("--frame_level and --label_subset edit loaded weights, which ZeRO-3 partitions: use ZeRO-2")
     if model_args.model_name_or_path:
         subset = None
         if model_args.label_subset:
@@ -295,17 +314,23 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments, p
         data_args.image_size,
         rand_augment=data_args.rand_augment,
         scale=(data_args.min_crop_area, 1.0),
-        flip_prob=0.5 if data_args.flip else 0.0,
+        flip_prob=0.5 if (data_args.flip if data_args.flip is not None else synthetic_root is None) else 0.0,
         erase_prob=data_args.reprob,
     )
     train_decoder = VideoClipDecoder(
         data_args.num_frames, sampling="sparse_train", transform=transform, stats=stats, seed=training_args.seed
     )
-    train = decode_videos(train_records, train_decoder)
+    if data_args.preload_videos:
+        if data_args.streaming:
+            raise ValueError("--preload_videos needs a map-style source; drop --streaming")
+        train = PreloadedVideoClips(train_records, train_decoder)
+        logger.info("Preloaded %d training videos into memory", len(train))
+    else:
+        train = decode_videos(train_records, train_decoder)
 
     def evaluation_set(split: str | None, clips: int, crops: int):
         eval_source = data_args.eval_data or source
-        if split is None or (data_args.eval_data is None and not str(source).endswith((".csv", ".tsv", ".jsonl", ".json"))):
+        if not split or (data_args.eval_data is None and not str(source).endswith((".csv", ".tsv", ".jsonl", ".json"))):
             return None
         records = _records(eval_source, data_args.data_kind, split)
         if data_args.max_eval_samples is not None and hasattr(records, "select"):
@@ -334,6 +359,12 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
+    # Set up the process group now: ZeRO-3 partitions weights while `from_pretrained` loads them, and needs the world.
+    logger.info("Process %d of %d on %s", training_args.process_index, training_args.world_size, training_args.device)
+    if training_args.deepspeed and torch.distributed.is_initialized():
+        import deepspeed  # its communication layer too (on CPU the Trainer sets it up only later, after loading)
+
+        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
     if training_args.scale_lr_by_batch:
         global_batch = (
             training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
