@@ -41,6 +41,15 @@ _EXPORTS = {
         "random_resized_crop_params",
     ),
     "video_processing_umt": ("UMTVideoProcessor",),
+    "finetune_transforms": (
+        "FinetuneTrainTransform",
+        "MultiViewClipDecoder",
+        "PreloadedVideoClips",
+        "VideoRandAugment",
+        "VideoRandomErasing",
+        "parse_rand_augment",
+        "read_label_map",
+    ),
     "datasets": (
         "DecodeStats",
         "TooManyDecodeFailures",

@@ -11,15 +11,16 @@ smoothing, RandAugment, random erasing, drop path, multi-view testing).
         --label_subset k400_labels.txt --label_map k400_labels.txt --train_data k400_train.csv ...  # K710 -> K400
     python training_scripts/run_finetune.py --use_peft lora                   # LoRA on query/value + head
 
-The official B/16 Kinetics recipe: `--model_preset umt-b16 --num_frames 8 --image_size 224 --learning_rate 2e-4
---scale_lr_by_batch --per_device_train_batch_size 16 --num_train_epochs 35 --warmup_steps 2 (epochs, see the doc)
---layer_decay 0.75 --drop_path_rate 0.1 --test_num_clips 4 --test_num_crops 3 --fp16 --deepspeed ...ds_zero2.json`.
+The official recipes (K710 / K400 / SSv2, B/16 and L/16) map onto these arguments as docs/finetuning.md lists:
+e.g. K710 B/16 is `--learning_rate 2e-4 --scale_lr_by_batch --num_train_epochs 35 --max_steps -1 --warmup_steps
+0.057 --layer_decay 0.75 --drop_path_rate 0.1 --test_num_clips 4 --test_num_crops 3 --fp16 --deepspeed ds_zero2.json`.
 
 Outputs under `--output_dir`: checkpoints, `model/` (the fine-tuned `UMTForVideoClassification` and its
 `UMTVideoProcessor`, so `pipeline("video-classification", model=".../model")` works), with `--use_peft lora` also
 `adapter/` (the LoRA adapter; `model/` then holds the merged model), and `test_results.json` (multi-view top-1 / top-5).
 
-All the logic lives in `modeling_umt` and `processors`; this file parses arguments and wires objects.
+The logic lives in `modeling_umt` and `processors`; this file parses arguments and wires objects. The one model
+defined here, `UMTFrameLevelClassifier`, is the frame-level baseline of the evidence run (`--frame_level`).
 """
 
 from __future__ import annotations
@@ -161,11 +162,11 @@ class FinetuneTrainingArguments(TrainingArguments):
     lr_scheduler_type: str = field(default="cosine_with_min_lr")
     lr_scheduler_kwargs: dict | str | None = field(default_factory=lambda: {"min_lr": 1e-6})
     warmup_steps: float = field(default=0.1)
-    max_steps: int = field(default=300)
+    max_steps: int = field(default=150)
     eval_strategy: str = field(default="steps")
-    eval_steps: float | None = field(default=100)
+    eval_steps: float | None = field(default=50)
     logging_steps: float = field(default=10)
-    save_steps: float = field(default=100)
+    save_steps: float = field(default=50)
     save_total_limit: int | None = field(default=2)
     report_to: None | str | list[str] = field(default="tensorboard")
     remove_unused_columns: bool = field(default=False)
