@@ -3,18 +3,20 @@
 
 What one step is
 ----------------
-    teacher     frozen CLIP ViT-B/16 forward on every frame (no grad): K=6 intermediate features + last-block cls attention
+    teacher     frozen CLIP ViT-B/16 forward on every frame (no grad): K=6 intermediate features + last-block
+                cls attention
     mask        semantic mask from the cls attention (80 %, 40 of 196 tokens kept per frame), teacher targets gathered
     forward     student forward on the visible tokens + UTA loss
     backward    loss.backward()
     optimizer   AdamW step (betas 0.9/0.95, weight decay 0.05 on >= 2-D student parameters only) + zero_grad
 
-Configurations (random weights, random inputs, CPU fp32 unless the name says bf16):
+Configurations (random weights, random inputs, CPU; fp32 except the teacher of the *-tbf16 rows and umt-sdpa-amp):
 
     umt-sdpa-tbf16, umt-sdpa-tfp32,    UMTForPreTraining (UMTConfig.from_preset("umt-b16"), use_final_norm, 8 x 224²,
     umt-eager-tbf16, umt-eager-tfp32   K=6, uta_output_dim 512, drop path 0.1) with SDPA / eager attention, and
                                        UMTTeacher.from_preset("clip_b16", random_init=True) in fp32 or under
-                                       `torch.autocast("cpu", torch.bfloat16)` (`autocast_dtype`). Mask: `semantic_mask`.
+                                       `torch.autocast("cpu", torch.bfloat16)` (`autocast_dtype`).
+                                       Mask: `semantic_mask`.
     umt-sdpa-amp                       (extra, not fp32) umt-sdpa-tbf16 with the student's forward also under bf16
                                        autocast, as the official recipe runs it (fp16 autocast on GPU).
     videomae-sdpa, videomae-eager      transformers' VideoMAEForPreTraining, ViT-B/16 defaults: 16 frames x 224²,
@@ -24,7 +26,8 @@ Configurations (random weights, random inputs, CPU fp32 unless the name says bf1
                                        `pretrain_umt_base_patch16_224` (8 frames, tubelet 1, drop path 0.1, K=6,
                                        clip_output_dim 512) + `clip_b16(pretrained=False, return_attn=True)` teacher,
                                        the engine's multinomial semantic mask, target gathering and l2 loss. Its
-                                       `torch.cuda.amp.autocast()` does nothing on a CPU, so it runs in fp32 as released.
+                                       `torch.cuda.amp.autocast()` does nothing on a CPU, so it runs in fp32 as
+                                       released.
 
 All rows use the same optimizer (`--optimizer`, default `fused`: torch's fused AdamW, what `transformers.Trainer`
 picks by default with torch >= 2.8; the official code uses the plain for-loop AdamW, `--optimizer loop`).
@@ -46,6 +49,11 @@ How it measures
   gradients, optimizer state and weights cancel, what is left grows with the batch. "teacher fwd" = the teacher
   phase's peak minus the RSS before it (its transient activations + the targets it returns); "teacher weights" is
   the size of its parameters.
+* With glibc's default (dynamic) mmap threshold, freed blocks of up to 32 MiB stay in the heap, so RSS lags behind
+  live memory and per-sample numbers move by +-30-40 MiB between runs. `--mmap_threshold 1048576` sets
+  MALLOC_MMAP_THRESHOLD_ in the workers: every block >= 1 MiB is mmap'ed and returned on free, RSS follows live
+  memory and the per-sample numbers repeat to a few MiB (steps get slower: use it for memory-only runs, e.g.
+  `--steps 1`).
 * `--profile CONFIG` runs one step of CONFIG under `torch.profiler` (after one warm-up step) and prints the top ops
   by self CPU time and by self CPU memory, plus the phase totals (record_function labels).
 
@@ -54,6 +62,7 @@ Usage
     python benchmarks/bench_stage1.py --official_repo /path/to/unmasked_teacher --out stage1.md     # everything
     python benchmarks/bench_stage1.py --configs umt-sdpa-tbf16 videomae-sdpa --batch_sizes 2 --steps 2
     python benchmarks/bench_stage1.py --profile umt-sdpa-tbf16 --batch_sizes 2
+    python benchmarks/bench_stage1.py --official_repo ... --steps 1 --mmap_threshold 1048576    # memory only
 Nothing is asserted: this is a benchmark, not a test. On a shared machine compare rows of one run, not runs.
 """
 
@@ -455,7 +464,8 @@ def summarize(results: dict, names: list[str], batch_sizes: list[int]) -> tuple[
             ph = {p: _median(runs, p) for p in PHASES}
             r0 = runs[0]
             time_lines.append(
-                f"| {n} | {b} | {r0['visible']} / {r0['tokens']} | {med[(n, b)]:.2f} | {min(steps):.2f} - {max(steps):.2f} "
+                f"| {n} | {b} | {r0['visible']} / {r0['tokens']} | {med[(n, b)]:.2f} "
+                f"| {min(steps):.2f} - {max(steps):.2f} "
                 f"| {len(steps)} | {ph['teacher']:.2f} | {ph['mask']:.3f} | {ph['forward']:.2f} | {ph['backward']:.2f} "
                 f"| {ph['optimizer']:.2f} | {_ratio(med[(n, b)], med.get((OFFICIAL, b)))} "
                 f"| {_ratio(med[(n, b)], med.get((VIDEOMAE_SDPA, b)))} |"
@@ -472,7 +482,8 @@ def summarize(results: dict, names: list[str], batch_sizes: list[int]) -> tuple[
     star = "" if all(r["peak_reset"] for runs in results.values() for r in runs) else "*"
     cols = " | ".join(f"step peak b{b} (MiB)" for b in batch_sizes)
     mem_lines = [
-        f"| configuration | {cols} | per-sample activations (MiB) | vs VideoMAE-eager | vs official | teacher weights (MiB) "
+        f"| configuration | {cols} | per-sample activations (MiB) | vs VideoMAE-eager | vs official "
+        "| teacher weights (MiB) "
         f"| teacher fwd b{batch_sizes[0]} (MiB) | proc peak b{batch_sizes[-1]} (MiB) |",
         "|---|" + "---:|" * (len(batch_sizes) + 6),
     ]
@@ -502,13 +513,15 @@ def targets(numbers: dict, batch_sizes: list[int]) -> str:
             if (n, b) not in med:
                 continue
             if (OFFICIAL, b) in med:
-                lines.append(f"- batch {b}: {n} / official step time = {med[(n, b)] / med[(OFFICIAL, b)]:.2f} (target <= 0.35)")
+                ratio = med[(n, b)] / med[(OFFICIAL, b)]
+                lines.append(f"- batch {b}: {n} / official step time = {ratio:.2f} (target <= 0.35)")
             if (VIDEOMAE_SDPA, b) in med:
-                lines.append(f"- batch {b}: {n} / videomae-sdpa step time = {med[(n, b)] / med[(VIDEOMAE_SDPA, b)]:.2f} "
-                             "(target < 1)")  # fmt: skip
+                ratio = med[(n, b)] / med[(VIDEOMAE_SDPA, b)]
+                lines.append(f"- batch {b}: {n} / videomae-sdpa step time = {ratio:.2f} (target < 1)")
     for n in ("umt-sdpa-tbf16", "umt-eager-tbf16"):
         if ps.get(n) is not None and ps.get(VIDEOMAE_EAGER):
-            lines.append(f"- {n} per-sample activations / videomae-eager = {ps[n] / ps[VIDEOMAE_EAGER]:.2f} (target <= 0.36)")
+            ratio = ps[n] / ps[VIDEOMAE_EAGER]
+            lines.append(f"- {n} per-sample activations / videomae-eager = {ratio:.2f} (target <= 0.36)")
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -517,17 +530,21 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None, help="subset (default: all)")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per subprocess (default 3)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1; allocates AdamW state)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed steps first (default 1; keep >= 1 for the memory numbers: the first step "
+                             "allocates AdamW state and oneDNN scratch)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved subprocesses per configuration (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
     parser.add_argument("--optimizer", choices=("fused", "foreach", "loop"), default="fused",
                         help="AdamW implementation for every row (default fused, as transformers.Trainer)")  # fmt: skip
     parser.add_argument("--official_repo", default=os.environ.get("UMT_OFFICIAL_REPO"),
-                        help="official UMT checkout (default $UMT_OFFICIAL_REPO); without it that row is skipped")  # fmt: skip
+                        help="official UMT checkout (default $UMT_OFFICIAL_REPO); without it that row is "
+                             "skipped")  # fmt: skip
     parser.add_argument("--out", default=None, help="also write the tables (markdown) to this file")
     parser.add_argument("--mmap_threshold", type=int, default=None,
-                        help="set glibc MALLOC_MMAP_THRESHOLD_ (bytes) in the workers: freed large blocks return to the "
-                             "OS, so RSS tracks live memory (less allocator noise in the memory columns; slower steps)")  # fmt: skip
+                        help="set glibc MALLOC_MMAP_THRESHOLD_ (bytes) in the workers: freed large blocks return "
+                             "to the OS, so RSS tracks live memory (less allocator noise in the memory columns; "
+                             "slower steps)")  # fmt: skip
     parser.add_argument("--profile", default=None, choices=list(CONFIGS), help="profile one step of this config")
     parser.add_argument("--profile_rows", type=int, default=20)
     parser.add_argument("--record_shapes", action="store_true", help="with --profile: group ops by input shape")
@@ -556,7 +573,9 @@ def main() -> None:
             if not args.official_repo:
                 raise FileNotFoundError("no --official_repo / $UMT_OFFICIAL_REPO")
             if not (Path(args.official_repo) / "single_modality/models/modeling_pretrain_umt.py").is_file():
-                raise FileNotFoundError(f"no single_modality/models/modeling_pretrain_umt.py under {args.official_repo}")
+                raise FileNotFoundError(
+                    f"no single_modality/models/modeling_pretrain_umt.py under {args.official_repo}"
+                )
         except FileNotFoundError as e:
             print(f"[skip] {OFFICIAL}: {e}", flush=True)
             names = [n for n in names if n != OFFICIAL]
@@ -579,7 +598,8 @@ def main() -> None:
             steps = ", ".join(f"{s['step']:.2f}" for s in res["steps"])
             phase_peaks = " ".join(f"{ph} {v:.0f}" for ph, v in res["phase_peak_mib"].items())
             print(f"round {rnd + 1} {name:16s} batch {batch}: step s [{steps}] teacher "
-                  f"{statistics.median(s['teacher'] for s in res['steps']):.2f} s, step peak {res['step_peak_mib']:.0f} "
+                  f"{statistics.median(s['teacher'] for s in res['steps']):.2f} s, "
+                  f"step peak {res['step_peak_mib']:.0f} "
                   f"MiB (by phase: {phase_peaks}), load {os.getloadavg()[0]:.1f} "
                   f"({time.perf_counter() - t0:.0f} s wall)", flush=True)  # fmt: skip
     load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
