@@ -81,6 +81,20 @@ class _AtomicCheckpointMixin:
             )
         self.accelerator.wait_for_everyone()
 
+    def train_resuming(self):
+        """`train()` from `args.resume_from_checkpoint`, else from the last complete checkpoint in `args.output_dir`
+        (so rerunning an interrupted command resumes it), then log and save the train metrics and state."""
+        from transformers.trainer_utils import get_last_checkpoint
+
+        checkpoint = self.args.resume_from_checkpoint
+        if checkpoint is None and os.path.isdir(self.args.output_dir):
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        result = self.train(resume_from_checkpoint=checkpoint)
+        self.log_metrics("train", result.metrics)
+        self.save_metrics("train", result.metrics)
+        self.save_state()
+        return result
+
     def save_model_atomic(self, output_dir: str) -> None:
         """`save_model` into a temporary sibling folder, then rename it to `output_dir` (replacing an older one)."""
         output_dir = os.path.abspath(output_dir)

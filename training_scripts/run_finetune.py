@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 import torch
 import transformers
 from torch import nn
-from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers import TrainingArguments
 from transformers.modeling_outputs import ImageClassifierOutput
-from transformers.trainer_utils import get_last_checkpoint
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from modeling_umt.cli import parse_script_arguments  # noqa: E402
 from modeling_umt import UMTConfig, UMTForVideoClassification  # noqa: E402
 from modeling_umt.trainers import (  # noqa: E402
     UMTFineTuningTrainer,
@@ -348,18 +348,7 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments, p
 
 def main(argv: list[str] | None = None) -> dict:
     """Parse arguments, fine-tune, test, save; returns {"model_dir", "test": test metrics or None}."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, FinetuneTrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        path = os.path.abspath(argv[0])
-        parse = parser.parse_json_file if path.endswith(".json") else parser.parse_yaml_file
-        model_args, data_args, training_args = parse(path)
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(argv)
-
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    set_seed(training_args.seed)
+    model_args, data_args, training_args = parse_script_arguments((ModelArguments, DataArguments, FinetuneTrainingArguments), argv)
     # Set up the process group now: ZeRO-3 partitions weights while `from_pretrained` loads them, and needs the world.
     logger.info("Process %d of %d on %s", training_args.process_index, training_args.world_size, training_args.device)
     if training_args.deepspeed and torch.distributed.is_initialized():
@@ -405,15 +394,7 @@ def main(argv: list[str] | None = None) -> dict:
         mixup_switch_prob=training_args.mixup_switch_prob,
         label_smoothing=training_args.label_smoothing_factor,
     )
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
-        if checkpoint:
-            logger.info("Resuming from %s", checkpoint)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
+    trainer.train_resuming()
 
     test_metrics = None
     if test is not None:

@@ -27,12 +27,12 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
-import transformers
-from transformers import AutoModel, BertTokenizer, HfArgumentParser, TrainingArguments, set_seed
+from transformers import AutoModel, BertTokenizer, TrainingArguments
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import modeling_umt  # noqa: E402,F401  (registers the Auto classes)
+from modeling_umt.cli import parse_script_arguments  # noqa: E402
 from modeling_umt.retrieval_evaluation import evaluate_retrieval  # noqa: E402
 from modeling_umt.trainers import UMTVisionLanguageTrainer  # noqa: E402
 from processors.datasets import DecodeStats, VideoClipDecoder  # noqa: E402
@@ -157,17 +157,7 @@ def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((RetrievalArguments, RetrievalTrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        path = os.path.abspath(argv[0])
-        parse = parser.parse_json_file if path.endswith(".json") else parser.parse_yaml_file
-        args, training_args = parse(path)
-    else:
-        args, training_args = parser.parse_args_into_dataclasses(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    set_seed(training_args.seed)
+    args, training_args = parse_script_arguments((RetrievalArguments, RetrievalTrainingArguments), argv)
     return run(args, training_args)
 
 

@@ -23,12 +23,11 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
-import transformers
-from transformers import HfArgumentParser, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import TrainingArguments
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from modeling_umt.cli import parse_script_arguments  # noqa: E402
 from modeling_umt import UMTConfig, UMTForPreTraining  # noqa: E402
 from modeling_umt.teacher import CLIPVisionTower, UMTTeacher  # noqa: E402
 from modeling_umt.trainers import UMTDistillationTrainer, scale_learning_rate  # noqa: E402
@@ -189,18 +188,7 @@ def build_dataset(data_args: DataArguments, training_args: TrainingArguments):
 
 def main(argv: list[str] | None = None) -> str:
     """Parse arguments, train, save; returns the directory of the saved student."""
-    parser = HfArgumentParser((ModelArguments, TeacherArguments, DataArguments, Stage1TrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        path = os.path.abspath(argv[0])
-        parse = parser.parse_json_file if path.endswith(".json") else parser.parse_yaml_file
-        model_args, teacher_args, data_args, training_args = parse(path)
-    else:
-        model_args, teacher_args, data_args, training_args = parser.parse_args_into_dataclasses(argv)
-
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    set_seed(training_args.seed)
+    model_args, teacher_args, data_args, training_args = parse_script_arguments((ModelArguments, TeacherArguments, DataArguments, Stage1TrainingArguments), argv)
     if training_args.scale_lr_by_batch:
         global_batch = (
             training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
@@ -230,15 +218,7 @@ def main(argv: list[str] | None = None) -> str:
         mask_ratio=teacher_args.mask_ratio,
         callbacks=[DecoderEpochCallback(decoder)],
     )
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
-        if checkpoint:
-            logger.info("Resuming from %s", checkpoint)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
+    trainer.train_resuming()
     final_dir = os.path.join(training_args.output_dir, "model")
     trainer.save_model_atomic(final_dir)
     logger.info("Saved the Stage-1 student to %s (load it with AutoModel.from_pretrained)", final_dir)

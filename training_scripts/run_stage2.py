@@ -27,13 +27,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-import transformers
-from transformers import BertTokenizer, HfArgumentParser, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import BertTokenizer, TrainingArguments
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from modeling_umt.cli import parse_script_arguments  # noqa: E402
 from modeling_umt import UMTConfig, UMTForVideoTextRetrieval  # noqa: E402
 from modeling_umt.configuration_umt_retrieval import STAGE2_VISION_DEFAULTS  # noqa: E402
 from modeling_umt.trainers import UMTVisionLanguageTrainer  # noqa: E402
@@ -230,18 +229,7 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments):
 
 def main(argv: list[str] | None = None) -> str:
     """Parse arguments, train, save; returns the directory of the saved model."""
-    parser = HfArgumentParser((ModelArguments, TeacherArguments, DataArguments, Stage2TrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        path = os.path.abspath(argv[0])
-        parse = parser.parse_json_file if path.endswith(".json") else parser.parse_yaml_file
-        model_args, teacher_args, data_args, training_args = parse(path)
-    else:
-        model_args, teacher_args, data_args, training_args = parser.parse_args_into_dataclasses(argv)
-
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    set_seed(training_args.seed)
+    model_args, teacher_args, data_args, training_args = parse_script_arguments((ModelArguments, TeacherArguments, DataArguments, Stage2TrainingArguments), argv)
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("`--streaming` needs `--max_steps` > 0: a stream has no length to count epochs by.")
 
@@ -270,15 +258,7 @@ def main(argv: list[str] | None = None) -> str:
         video_mask_ratio=teacher_args.mask_ratio,
         image_mask_ratio=data_args.image_mask_ratio,
     )
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
-        if checkpoint:
-            logger.info("Resuming from %s", checkpoint)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
+    trainer.train_resuming()
     final_dir = os.path.join(training_args.output_dir, "model")
     trainer.save_model_atomic(final_dir)
     if trainer.args.should_save:
