@@ -498,3 +498,32 @@ class UMTTeacher(nn.Module):
             raise ValueError(f"state_dict must be a dict or a checkpoint path; got {type(state_dict).__name__}")
         tower = _tower_from_state_dict(_visual_keys(state_dict), num_heads, act, eps, image_size, copy=not owned)
         return cls(tower, **kwargs)
+
+
+def build_teacher(name: str, pretrained: Optional[str] = None, num_return_layers: int = 6,
+                  image_size: int = 224, patch_size: int = 16, autocast_dtype: Optional[torch.dtype] = None,
+                  **kwargs) -> "UMTTeacher":
+    """The teacher a training script names with `--teacher` / `--teacher_pretrained`:
+
+    - "clip_b16" / "clip_l14": the official teachers (`pretrained`: open_clip tag such as "openai", or a local file);
+    - "hf:<dir or hub id>": a transformers `CLIPVisionModel` / `CLIPModel`;
+    - "tiny-random": a small CLIP-shaped tower (width 128, 6 blocks, 4 heads) whose token grid matches a student of
+      `image_size` / `patch_size`, with random weights drawn from a fixed seed, so every script (and the figure module)
+      that asks for it gets the same teacher. For CPU demos and tests only: nothing to download, nothing learned;
+    - any other string: an open_clip model name (`pretrained` as above).
+    Other kwargs go to `UMTTeacher` (return_interval, normalize)."""
+    kwargs = dict(num_return_layers=num_return_layers, autocast_dtype=autocast_dtype, **kwargs)
+    if name == "tiny-random":
+        state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(1234)
+            tower = CLIPVisionTower(width=128, layers=6, heads=4, patch_size=patch_size, image_size=image_size,
+                                    output_dim=128)
+        finally:
+            torch.random.set_rng_state(state)  # do not disturb the caller's random stream
+        return UMTTeacher(tower, **kwargs)
+    if name in TEACHER_PRESETS:
+        return UMTTeacher.from_preset(name, pretrained=pretrained, **kwargs)
+    if name.startswith("hf:"):
+        return UMTTeacher.from_transformers(name[3:], **kwargs)
+    return UMTTeacher.from_open_clip(name, pretrained=pretrained, **kwargs)

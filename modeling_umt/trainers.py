@@ -17,6 +17,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .masking import random_mask, semantic_mask, tube_mask
+from .modeling_umt import gather_visible
 
 
 def decay_parameter_names(model: nn.Module, extra_no_decay: set[str] | frozenset[str] = frozenset()) -> list[str]:
@@ -159,6 +160,17 @@ def scale_learning_rate(base_lr: float, global_batch_size: int, reference: int =
     return base_lr * global_batch_size / reference
 
 
+def visible_teacher_features(features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Teacher targets (K, B, N, D) -> (K, B, N_vis, D) for the tokens the mask keeps (all of them without a mask).
+
+    Gathering right after masking lets the full-token targets be freed before the student runs: at 80% masking they
+    are five times larger than what UTA reads."""
+    if mask is None:
+        return features
+    k, b, n, d = features.shape
+    return gather_visible(features.reshape(k * b, n, d), mask.repeat(k, 1)).view(k, b, -1, d)
+
+
 class UMTDistillationTrainer(_AtomicCheckpointMixin, _StepSeededRandomnessMixin, _UMTParameterGroupsMixin, Trainer):
     """Stage 1: align the unmasked tokens of a `UMTForPreTraining` student with a frozen image teacher.
 
@@ -202,7 +214,9 @@ class UMTDistillationTrainer(_AtomicCheckpointMixin, _StepSeededRandomnessMixin,
         with torch.no_grad():
             target = self.teacher(pixel_values)
         mask = self.make_mask(target.cls_attention, pixel_values.shape[1])
-        outputs = model(pixel_values=pixel_values, bool_masked_pos=mask, teacher_features=target.hidden_states)
+        targets = visible_teacher_features(target.hidden_states, mask)
+        del target  # only the visible tokens' targets stay alive through the student's forward and backward
+        outputs = model(pixel_values=pixel_values, bool_masked_pos=mask, teacher_features=targets)
         if model.training:
             unwrapped = self.accelerator.unwrap_model(model)
             layers = unwrapped.config.uta_layer_indices if hasattr(unwrapped, "config") else range(len(outputs[1]))
@@ -224,7 +238,7 @@ class UMTDistillationTrainer(_AtomicCheckpointMixin, _StepSeededRandomnessMixin,
         super().log(logs, start_time)
 
 
-__all__ = ["UMTDistillationTrainer", "decay_parameter_names", "scale_learning_rate"]
+__all__ = ["UMTDistillationTrainer", "decay_parameter_names", "scale_learning_rate", "visible_teacher_features"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -346,7 +360,9 @@ class UMTVisionLanguageTrainer(_AtomicCheckpointMixin, _StepSeededRandomnessMixi
         if self.teacher is not None:
             with torch.no_grad():
                 target = self.teacher(pixel_values)
-            mask, targets = self.make_mask(target.cls_attention), target.hidden_states
+            mask = self.make_mask(target.cls_attention)
+            targets = visible_teacher_features(target.hidden_states, mask)
+            del target
         outputs = model(
             pixel_values=pixel_values,
             input_ids=inputs["input_ids"],

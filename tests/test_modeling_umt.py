@@ -738,3 +738,55 @@ def test_pretraining_attentions_and_gradients():
     out.loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert no_grad == [], no_grad
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# MLP activation recompute (memory saving while training)
+# ----------------------------------------------------------------------------------------------------------------
+def _mlp_grads(recompute: bool, autocast_dtype=None):
+    from modeling_umt.modeling_umt import UMTMLP
+
+    torch.manual_seed(0)
+    mlp = UMTMLP(tiny_config(hidden_size=16, intermediate_size=64))
+    x = torch.randn(3, 10, 16, requires_grad=True)
+    with mock.patch.object(UMTMLP, "recompute_activation", recompute):
+        ctx = torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+        with ctx:
+            out = mlp(x)
+        (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    return out.detach().float(), x.grad, {n: p.grad for n, p in mlp.named_parameters()}
+
+
+@pytest.mark.parametrize("autocast_dtype", [None, torch.bfloat16])
+def test_mlp_activation_recompute_gives_the_same_outputs_and_gradients(autocast_dtype):
+    out_a, gx_a, gp_a = _mlp_grads(False, autocast_dtype)
+    out_b, gx_b, gp_b = _mlp_grads(True, autocast_dtype)
+    tol = 1e-6 if autocast_dtype is None else 2e-2
+    assert torch.allclose(out_a, out_b, atol=tol)
+    assert torch.allclose(gx_a, gx_b, atol=tol)
+    for name in gp_a:
+        assert gp_b[name].dtype == torch.float32
+        assert torch.allclose(gp_a[name], gp_b[name], atol=tol * 10), name
+
+
+def test_mlp_activation_recompute_keeps_one_hidden_tensor_for_backward():
+    from modeling_umt.modeling_umt import UMTMLP
+
+    mlp = UMTMLP(tiny_config(hidden_size=16, intermediate_size=64))
+    x = torch.randn(2, 5, 16, requires_grad=True)
+
+    def saved_hidden(recompute):
+        storages = set()
+
+        def pack(t):
+            if t.numel() == 2 * 5 * 64:  # a hidden (B, N, 4D) activation, however autograd viewed it
+                storages.add(t.untyped_storage().data_ptr())
+            return t
+
+        with mock.patch.object(UMTMLP, "recompute_activation", recompute):
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                mlp(x)
+        return len(storages)
+
+    assert saved_hidden(False) == 2  # GELU input (for its derivative) and output (for fc2's weight gradient)
+    assert saved_hidden(True) == 1

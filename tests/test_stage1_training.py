@@ -148,3 +148,18 @@ def test_streaming_source_needs_max_steps_and_trains(tmp_path):
            str(root / "metadata.csv"), "--streaming", "--max_steps", "-1"]
     proc = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode != 0 and "--streaming" in proc.stderr and "--max_steps" in proc.stderr
+
+
+def test_visible_teacher_features_keep_the_unmasked_tokens_of_every_layer():
+    import torch
+
+    from modeling_umt.trainers import visible_teacher_features
+
+    features = torch.arange(2 * 3 * 5 * 4, dtype=torch.float32).view(2, 3, 5, 4)  # (K, B, N, D)
+    mask = torch.tensor([[1, 0, 1, 0, 1], [0, 1, 1, 1, 0], [1, 1, 0, 0, 1]], dtype=torch.bool)
+    out = visible_teacher_features(features, mask)
+    assert out.shape == (2, 3, 2, 4)
+    for k in range(2):
+        for b in range(3):
+            assert torch.equal(out[k, b], features[k, b][~mask[b]])
+    assert visible_teacher_features(features, None) is features

@@ -372,6 +372,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     train, validation, test, names, train_decoder = build_datasets(data_args, training_args, processor)
     id2label = dict(enumerate(names))
+    transformers.set_seed(training_args.seed)  # the fresh head (and a random init) is reproducible
     model = build_model(model_args, data_args, id2label)
     if model_args.use_peft:
         model = apply_lora(model, model_args)

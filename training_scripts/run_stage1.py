@@ -23,13 +23,14 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
-from transformers import TrainingArguments
+from transformers import TrainingArguments, set_seed
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_umt.cli import parse_script_arguments  # noqa: E402
 from modeling_umt import UMTConfig, UMTForPreTraining  # noqa: E402
-from modeling_umt.teacher import CLIPVisionTower, UMTTeacher  # noqa: E402
+from modeling_umt.teacher import UMTTeacher  # noqa: E402
+from modeling_umt.teacher import build_teacher as create_teacher  # noqa: E402
 from modeling_umt.trainers import UMTDistillationTrainer, scale_learning_rate  # noqa: E402
 from processors.datasets import DecodeStats, DecoderEpochCallback, VideoClipDecoder, VideoCollator, decode_videos, load_video_records  # noqa: E402
 from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
@@ -119,19 +120,12 @@ class Stage1TrainingArguments(TrainingArguments):
 
 
 def build_teacher(args: TeacherArguments, num_layers: int, image_size: int, patch_size: int) -> UMTTeacher:
-    """The frozen teacher named by `args`, returning `num_layers` layers."""
+    """The frozen teacher named by `args`, returning `num_layers` layers (see `modeling_umt.teacher.build_teacher`)."""
     autocast = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.teacher_autocast]
-    kwargs = dict(num_return_layers=num_layers, autocast_dtype=autocast)
-    if args.teacher == "tiny-random":
-        # A small CLIP-shaped tower whose token grid matches the student's; random weights (nothing to download).
-        torch.manual_seed(1234)
-        tower = CLIPVisionTower(width=128, layers=6, heads=4, patch_size=patch_size, image_size=image_size, output_dim=128)
-        return UMTTeacher(tower, **kwargs)
-    if args.teacher in ("clip_b16", "clip_l14"):
-        return UMTTeacher.from_preset(args.teacher, pretrained=args.teacher_pretrained, **kwargs)
-    if args.teacher.startswith("hf:"):
-        return UMTTeacher.from_transformers(args.teacher[3:], **kwargs)
-    return UMTTeacher.from_open_clip(args.teacher, pretrained=args.teacher_pretrained, **kwargs)
+    return create_teacher(
+        args.teacher, args.teacher_pretrained, num_return_layers=num_layers, image_size=image_size,
+        patch_size=patch_size, autocast_dtype=autocast,
+    )
 
 
 def build_student(model_args: ModelArguments, data_args: DataArguments, teacher: UMTTeacher) -> UMTForPreTraining:
@@ -198,6 +192,7 @@ def main(argv: list[str] | None = None) -> str:
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("`--streaming` needs `--max_steps` > 0: a stream has no length to count epochs by.")
 
+    set_seed(training_args.seed)  # the student's initialisation is reproducible
     teacher = build_teacher(teacher_args, model_args.uta_num_layers, data_args.image_size, model_args.patch_size)
     model = build_student(model_args, data_args, teacher)
     grid = model.config.grid_size[1] * model.config.grid_size[2]

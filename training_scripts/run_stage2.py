@@ -27,7 +27,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from transformers import BertTokenizer, TrainingArguments
+from transformers import BertTokenizer, TrainingArguments, set_seed
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -87,6 +87,9 @@ class ModelArguments:
     patch_size: int = field(default=8, metadata={"help": "Spatial patch size (16 in every official model)."})
     drop_path_rate: float = field(default=0.1, metadata={"help": "Stochastic depth of the video encoder."})
     uta_num_layers: int = field(default=3, metadata={"help": "K aligned layers (6 officially); 0 disables UTA."})
+    vtm_hard_negatives: bool = field(
+        default=True, metadata={"help": "VTM negatives from the similarity softmax (official); False: uniform."}
+    )
     vtc_loss_weight: float = field(default=1.0)
     vtm_loss_weight: float = field(default=1.0)
     mlm_loss_weight: float = field(default=1.0)
@@ -162,6 +165,7 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, teacher_di
     config_kwargs = dict(
         embed_dim=model_args.embed_dim,
         text_pooling=model_args.text_pooling,
+        vtm_hard_negatives=model_args.vtm_hard_negatives,
         vtc_loss_weight=model_args.vtc_loss_weight,
         vtm_loss_weight=model_args.vtm_loss_weight,
         mlm_loss_weight=model_args.mlm_loss_weight,
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None) -> str:
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("`--streaming` needs `--max_steps` > 0: a stream has no length to count epochs by.")
 
+    set_seed(training_args.seed)  # fresh weights (cross-attention, heads, a random student) are reproducible
     teacher = None
     if teacher_args.teacher != "none" and model_args.uta_loss_weight > 0 and model_args.uta_num_layers > 0:
         teacher = build_teacher(teacher_args, model_args.uta_num_layers, data_args.image_size, model_args.patch_size)
