@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on built-in defaults: set up .venv if needed, then run the UMT pipeline on the synthetic videos
-# (Stage-1 distillation, then load the student back through AutoModel and extract features).
+# (Stage-1 distillation -> Stage-2 video-language training -> fine-tuning -> classification and retrieval evaluation,
+# results table and figures under outputs/pipeline/).
 # Finished stages are skipped on a rerun; an interrupted stage resumes from its last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -150,8 +150,9 @@ def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> 
     logger.info("chance R@1: t2v %.1f, v2t %.1f", chance["t2v_r1"], chance["v2t_r1"])
     path = args.metrics_file or os.path.join(training_args.output_dir, "retrieval_metrics.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as handle:
+    with open(path + ".tmp", "w") as handle:  # then renamed: a finished file or none at all
         json.dump(results, handle, indent=2)
+    os.replace(path + ".tmp", path)
     logger.info("Wrote %s", path)
     return results
 
