@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "training_scripts" / "run_stage1.py"
@@ -81,6 +83,20 @@ def test_run_stage1_trains_logs_and_saves_loadable_student(tmp_path):
     # 4x4 grid, 80% masked per frame: 16 - int(12.8) = 4 visible of 16
     assert first["visible_ratio"] == pytest.approx(4 / 16)
     assert (out / "checkpoint-8").is_dir() and not list(out.glob(".staging-*"))
+    _assert_loads_quietly(out / "model")
+
+
+def test_bf16_trainer_path_trains_and_saves_fp32_weights(tmp_path):
+    """`--bf16` (the fast path of the benchmark): student under bf16 autocast, MLP activations recomputed in bf16."""
+    out = tmp_path / "bf16"
+    _run(["--output_dir", str(out), "--max_steps", "6", "--learning_rate", "3e-3", "--bf16"], tmp_path)
+    losses = _losses(out)
+    assert len(losses) == 6 and all(math.isfinite(v) for v in losses.values())
+    assert min(list(losses.values())[-2:]) < losses[1], losses
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / "model" / "model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}  # master weights stay fp32
     _assert_loads_quietly(out / "model")
 
 
