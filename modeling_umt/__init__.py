@@ -14,6 +14,7 @@ from .modeling_umt import (
     UMTForPreTraining,
     UMTForPreTrainingOutput,
     UMTForVideoClassification,
+    UMTFrameLevelClassifier,
     UMTPreTrainedModel,
     UMTVideoModel,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "UMTPreTrainedModel",
     "UMTVideoModel",
     "UMTForVideoClassification",
+    "UMTFrameLevelClassifier",
     "UMTForPreTraining",
     "UMTForPreTrainingOutput",
     "uta_loss",

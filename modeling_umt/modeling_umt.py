@@ -535,6 +535,23 @@ class UMTForVideoClassification(UMTPreTrainedModel):
         )
 
 
+class UMTFrameLevelClassifier(UMTForVideoClassification):
+    """Frame-level baseline with the UMT architecture and weights: every frame is encoded on its own (no attention
+    across frames), the token features of all frames are averaged, then fc_norm -> head. Frame order cannot matter.
+
+    pixel_values (B, T, C, H, W) -> logits (B, K).
+    """
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> ImageClassifierOutput:
+        b, t = pixel_values.shape[:2]
+        frames = pixel_values.reshape(b * t, 1, *pixel_values.shape[2:])
+        tokens = self.umt(frames, interpolate_pos_encoding=True).last_hidden_state  # (B*T, HW, D)
+        pooled = self.umt.pooler.norm(tokens.reshape(b, -1, tokens.shape[-1]).mean(1))
+        logits = self.classifier(self.dropout(pooled))
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels)
+        return ImageClassifierOutput(loss=loss, logits=logits)
+
+
 class UMTAlignmentHead(nn.Module):
     """One Stage-1 alignment head (official `Linear_Decoder`): Linear(D -> D_teacher) -> LayerNorm -> optional L2."""
 
@@ -647,6 +664,7 @@ __all__ = [
     "UMTForPreTrainingOutput",
     "UMTVideoModel",
     "UMTForVideoClassification",
+    "UMTFrameLevelClassifier",
     "build_position_embeddings",
     "sinusoid_table",
     "gather_visible",

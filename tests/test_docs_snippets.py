@@ -18,6 +18,7 @@ import argparse
 import ast
 import contextlib
 import csv
+import json
 import importlib
 import importlib.util
 import io
@@ -148,6 +149,9 @@ def _build_workspace(ws: Path) -> None:
     labels = dict(enumerate(CLASS_NAMES))
     # run_stage1.py output: a UMTForPreTraining (8 frames, 64 px as the script's defaults)
     UMTForPreTraining(_tiny_umt(uta_num_layers=2, uta_output_dim=32)).save_pretrained(ws / "outputs/stage1/model")
+    # ... and its Trainer log (what the loss-curve snippets read)
+    history = [{"step": s, "loss": 1.0 / s, "uta_layer_1": 1.1 / s, "uta_layer_2": 0.9 / s} for s in range(1, 6)]
+    (ws / "outputs/stage1/trainer_state.json").write_text(json.dumps({"log_history": history}))
     # run_finetune.py output: classifier + its video processor
     finetune_dir = ws / "outputs/finetune/model"
     UMTForVideoClassification(_tiny_umt(num_labels=len(labels), id2label=labels)).save_pretrained(finetune_dir)

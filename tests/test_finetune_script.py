@@ -126,7 +126,7 @@ def test_lora_trains_few_parameters_and_the_merged_model_matches_the_adapter(tmp
 
 
 def test_frame_level_baseline_ignores_frame_order():
-    from run_finetune import UMTFrameLevelClassifier
+    from modeling_umt import UMTFrameLevelClassifier
 
     from modeling_umt import UMTConfig, UMTForVideoClassification
 

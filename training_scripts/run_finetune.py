@@ -19,8 +19,8 @@ Outputs under `--output_dir`: checkpoints, `model/` (the fine-tuned `UMTForVideo
 `UMTVideoProcessor`, so `pipeline("video-classification", model=".../model")` works), with `--use_peft lora` also
 `adapter/` (the LoRA adapter; `model/` then holds the merged model), and `test_results.json` (multi-view top-1 / top-5).
 
-The logic lives in `modeling_umt` and `processors`; this file parses arguments and wires objects. The one model
-defined here, `UMTFrameLevelClassifier`, is the frame-level baseline of the evidence run (`--frame_level`).
+The logic lives in `modeling_umt` and `processors`; this file parses arguments and wires objects (`--frame_level`
+trains `modeling_umt.UMTFrameLevelClassifier`, the frame-level baseline of the evidence run).
 """
 
 from __future__ import annotations
@@ -33,14 +33,12 @@ from dataclasses import dataclass, field
 
 import torch
 import transformers
-from torch import nn
 from transformers import TrainingArguments
-from transformers.modeling_outputs import ImageClassifierOutput
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_umt.cli import parse_script_arguments  # noqa: E402
-from modeling_umt import UMTConfig, UMTForVideoClassification  # noqa: E402
+from modeling_umt import UMTConfig, UMTForVideoClassification, UMTFrameLevelClassifier  # noqa: E402
 from modeling_umt.trainers import (  # noqa: E402
     UMTFineTuningTrainer,
     load_video_classifier,
@@ -181,23 +179,6 @@ class FinetuneTrainingArguments(TrainingArguments):
     scale_lr_by_batch: bool = field(
         default=False, metadata={"help": "Official lr rule: learning_rate x global batch / 256."}
     )
-
-
-class UMTFrameLevelClassifier(UMTForVideoClassification):
-    """Frame-level baseline with the UMT architecture and weights: every frame is encoded on its own (no attention
-    across frames), the token features of all frames are averaged, then fc_norm -> head. Frame order cannot matter.
-
-    pixel_values (B, T, C, H, W) -> logits (B, K).
-    """
-
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> ImageClassifierOutput:
-        b, t = pixel_values.shape[:2]
-        frames = pixel_values.reshape(b * t, 1, *pixel_values.shape[2:])
-        tokens = self.umt(frames, interpolate_pos_encoding=True).last_hidden_state  # (B*T, HW, D)
-        pooled = self.umt.pooler.norm(tokens.reshape(b, -1, tokens.shape[-1]).mean(1))
-        logits = self.classifier(self.dropout(pooled))
-        loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels)
-        return ImageClassifierOutput(loss=loss, logits=logits)
 
 
 def _records(source: str, kind: str | None, split: str | None, streaming: bool = False):

@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import run_finetune  # noqa: E402
 import run_stage1  # noqa: E402
 
-from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoClassification  # noqa: E402
+from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoClassification, UMTFrameLevelClassifier  # noqa: E402
 from processors.datasets import load_video_records  # noqa: E402
 from processors.synthetic import CLASS_NAMES, ensure_synthetic_dataset  # noqa: E402
 from processors.video_processing_umt import UMTVideoProcessor  # noqa: E402
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for key, init, frame_level in (("a", stage1_dir, False), ("b", random_dir, False), ("c", stage1_dir, True)):
         model_dir, seconds = _time(lambda: finetune(args, init, out / f"finetune_{key}", frame_level))
-        cls = run_finetune.UMTFrameLevelClassifier if frame_level else UMTForVideoClassification
+        cls = UMTFrameLevelClassifier if frame_level else UMTForVideoClassification
         results[key] = {**evaluate_model(cls.from_pretrained(model_dir), views, labels), "seconds": seconds}
         logger.info("(%s) %s", key, results[key])
 
