@@ -93,7 +93,8 @@ def loss_terms(history: Sequence[Mapping]) -> dict[str, tuple[list[int], list[fl
 
 
 def plot_loss_curves(runs: Mapping[str, str | os.PathLike], output_path: str | os.PathLike, log_scale: bool = True) -> Path:
-    """One panel per run ({title: run_dir}), one line per loss term; returns the PNG path."""
+    """One panel per run ({title: run_dir}), one line per loss term; returns the PNG path. `log_scale`: a log y axis
+    for panels whose losses span more than a factor of 5."""
     if not runs:
         raise ValueError("`runs` must name at least one run directory.")
     plt = _pyplot()
@@ -107,7 +108,8 @@ def plot_loss_curves(runs: Mapping[str, str | os.PathLike], output_path: str | o
             if key == "eval_loss":
                 style = dict(marker="o", linestyle="--")
             ax.plot(steps, values, label=key, **style)
-        if log_scale and all(v > 0 for _, values in curves.values() for v in values):
+        everything = [v for _, values in curves.values() for v in values]
+        if log_scale and min(everything) > 0 and max(everything) / min(everything) > 5:  # log only where it helps
             ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("step")
