@@ -109,16 +109,15 @@ def check_features(model_dir: str, synthetic: dict, num_clips: int = 4) -> dict:
     from transformers import AutoModel
 
     import modeling_umt  # noqa: F401  (registers UMT with the Auto classes)
-    from processors.datasets import VideoClipDecoder, load_video_records
+    from modeling_umt.visualization import load_clips
+    from processors.datasets import load_video_records
     from processors.synthetic import ensure_synthetic_dataset
-    from processors.transforms import EvalTransform
 
     model = AutoModel.from_pretrained(model_dir).eval()
     cfg = model.config
     root = ensure_synthetic_dataset(**synthetic)
     records = list(load_video_records(str(root / "metadata.csv"), split="val"))[:num_clips]
-    decoder = VideoClipDecoder(cfg.num_frames, "middle", EvalTransform(cfg.image_hw[0]))
-    pixel_values = torch.stack([decoder.decode(r["video"]) for r in records])
+    pixel_values = load_clips([r["video"] for r in records], num_frames=cfg.num_frames, image_size=cfg.image_hw[0])
     with torch.no_grad():
         out = model(pixel_values)
     return {
