@@ -30,6 +30,7 @@ from transformers.utils import logging
 
 from .configuration_umt import UMTConfig
 from .losses import uta_loss
+from .storage import AlignedLoadingMixin
 
 logger = logging.get_logger(__name__)
 
@@ -392,7 +393,7 @@ class UMTClassificationHead(nn.Linear):
     """The classification Linear; its own class so its init (truncated normal x `head_init_scale`) is found by type."""
 
 
-class UMTPreTrainedModel(PreTrainedModel):
+class UMTPreTrainedModel(AlignedLoadingMixin, PreTrainedModel):
     config: UMTConfig
     config_class = UMTConfig
     base_model_prefix = "umt"

@@ -49,6 +49,7 @@ from transformers.utils import ModelOutput, logging
 from .configuration_umt import UMTConfig
 from .configuration_umt_retrieval import STAGE2_VISION_DEFAULTS, UMTRetrievalConfig
 from .losses import mask_tokens_for_mlm, mlm_loss, uta_loss, video_text_similarity, vtc_loss, vtm_loss, vtm_negatives
+from .storage import AlignedLoadingMixin
 from .modeling_umt import UMTAlignmentHead, UMTVideoModel, gather_visible, sinusoid_table
 
 logger = logging.get_logger(__name__)
@@ -254,7 +255,7 @@ class UMTRetrievalScores(ModelOutput):
 # ----------------------------------------------------------------------------------------------------------------
 # The model
 # ----------------------------------------------------------------------------------------------------------------
-class UMTRetrievalPreTrainedModel(PreTrainedModel):
+class UMTRetrievalPreTrainedModel(AlignedLoadingMixin, PreTrainedModel):
     config: UMTRetrievalConfig
     config_class = UMTRetrievalConfig
     base_model_prefix = "umt_retrieval"
