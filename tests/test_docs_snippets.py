@@ -1,11 +1,15 @@
 """Every snippet in README.md and docs/*.md runs as written.
 
-* ```python blocks: the blocks of one markdown file run top to bottom in one shared namespace (as a reader would
-  run them), in a temporary folder that holds tiny versions of what a user would have produced by then: a video
-  (`clip.mp4`), a video table (`train.csv`), `outputs/stage1/model`, `outputs/stage2/model` (+ tokenizer),
-  `outputs/finetune/model` (+ video processor) and a converted official checkpoint (`converted/umt-b16-k400`, made
-  by the real converter from a tiny official-layout `.pth`). A block that cannot run here is marked with the line
-  `<!-- snippet: skip (reason) -->` right before its fence and reported as a skipped test with that reason.
+* ```python blocks: each block runs alone, in a fresh interpreter of its own, as a user pastes it — in a temporary
+  folder that holds tiny versions of what a user would have produced by then: a video (`clip.mp4`), a video table
+  (`train.csv`), `outputs/stage1/model`, `outputs/stage2/model` (+ tokenizer), `outputs/finetune/model` (+ video
+  processor) and a converted official checkpoint (`converted/umt-b16-k400`, made by the real converter from a tiny
+  official-layout `.pth`). A block may rely on earlier ones only explicitly:
+  - `<!-- snippet: setup -->` right before a block's fence marks a setup block (it also runs alone, like any block);
+  - `<!-- snippet: after setup -->` marks a block that continues the setup blocks above it in the same file: the
+    test runs those setup blocks first, in the same fresh interpreter, then the block.
+  A block that cannot run here is marked with `<!-- snippet: skip (reason) -->` and reported as a skipped test with
+  that reason.
 * ```bash / ```sh / ```console blocks: every `python <repo script>.py ...` (also through torchrun, accelerate launch
   or deepspeed) must parse with the parser that script builds in its `main()`, every `python -m <repo module>` must
   name an existing module (and parse, when it has a `main()`), and every repository path a command names must exist.
@@ -26,9 +30,9 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import textwrap
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -38,6 +42,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIP_MARKER = re.compile(r"^\s*<!--\s*snippet:\s*skip\s*\((?P<reason>.+)\)\s*-->\s*$")
+ROLE_MARKER = re.compile(r"^\s*<!--\s*snippet:\s*(?P<role>setup|after setup)\s*-->\s*$")
+SNIPPET_TIMEOUT_S = 600
 FENCE_OPEN = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 SHELL_LANGS = {"bash", "sh", "shell", "console", "zsh"}
 # Top-level folders of the repository that docs refer to by path (`outputs/` is a run output, not part of the repo).
@@ -55,10 +61,12 @@ class Block:
     lang: str
     code: str
     skip_reason: str | None
+    role: str | None = None  # "setup", "after setup" or None (stands alone)
 
     @property
     def where(self) -> str:
-        return f"{self.path.relative_to(ROOT)}:{self.line}"
+        path = self.path.relative_to(ROOT) if self.path.is_relative_to(ROOT) else self.path
+        return f"{path}:{self.line}"
 
 
 def fenced_blocks(path: Path) -> list[Block]:
@@ -80,13 +88,17 @@ def fenced_blocks(path: Path) -> list[Block]:
             raise AssertionError(f"{path.relative_to(ROOT)}:{start + 1}: fence never closed")
         i += 1
         previous = next((lines[j] for j in range(start - 1, -1, -1) if lines[j].strip()), "")
-        skip = SKIP_MARKER.match(previous)
-        blocks.append(Block(path, start + 1, match["lang"].lower(), "\n".join(body) + "\n", skip and skip["reason"]))
+        skip, role = SKIP_MARKER.match(previous), ROLE_MARKER.match(previous)
+        blocks.append(
+            Block(path, start + 1, match["lang"].lower(), "\n".join(body) + "\n", skip and skip["reason"],
+                  role and role["role"])
+        )
     return blocks
 
 
 BLOCKS = {path: fenced_blocks(path) for path in DOC_FILES}
-PYTHON_FILES = [p for p, bs in BLOCKS.items() if any(b.lang == "python" and not b.skip_reason for b in bs)]
+PYTHON_BLOCKS = [b for bs in BLOCKS.values() for b in bs if b.lang == "python" and not b.skip_reason]
+PYTHON_FILES = sorted({b.path for b in PYTHON_BLOCKS})
 SKIPPED_BLOCKS = [b for bs in BLOCKS.values() for b in bs if b.lang == "python" and b.skip_reason]
 SHELL_FILES = [p for p, bs in BLOCKS.items() if any(b.lang in SHELL_LANGS for b in bs)]
 
@@ -211,29 +223,68 @@ def workspace(tmp_path_factory):
 # ----------------------------------------------------------------------------------------------------------------
 # Python blocks
 # ----------------------------------------------------------------------------------------------------------------
+def setup_blocks_before(block: Block) -> list[Block]:
+    """The setup blocks above `block` in its file (what an `after setup` block runs first)."""
+    return [b for b in BLOCKS[block.path] if b.role == "setup" and b.line < block.line and b.lang == "python"]
+
+
+def program_of(block: Block) -> str:
+    """The program one fresh interpreter runs for `block`: its setup blocks when it declares them, then the block.
+    Each part keeps its own file:line in tracebacks."""
+    parts = [*setup_blocks_before(block), block] if block.role == "after setup" else [block]
+    lines = []
+    for part in parts:
+        lines.append(f"exec(compile({part.code!r}, {part.where!r}, 'exec'))")
+    return "\n".join(lines) + "\n"
+
+
 def test_docs_have_snippets():
     """The extraction finds what the docs hold (a broken fence parser would silently test nothing)."""
     assert ROOT / "docs" / "index.md" in DOC_FILES
     assert len(PYTHON_FILES) >= 5 and len(SHELL_FILES) >= 5
-    assert all(b.code.strip() for bs in BLOCKS.values() for b in bs if b.lang == "python")
+    assert all(b.code.strip() for b in PYTHON_BLOCKS)
+    for block in PYTHON_BLOCKS:  # a continuation needs something to continue
+        if block.role == "after setup":
+            assert setup_blocks_before(block), f"{block.where}: 'after setup' but no setup block above it"
 
 
-@pytest.mark.parametrize("md", PYTHON_FILES, ids=_rel)
-def test_python_snippets_run(md, workspace, monkeypatch):
-    import torch
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: b.where)
+def test_python_snippet_runs_alone(block, workspace):
+    """The block, pasted into a fresh interpreter (after its declared setup blocks, if any), runs."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "UMT_CACHE_DIR": str(workspace / "umt-cache"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(workspace / "hf-home"),
+        "MPLBACKEND": "Agg",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", program_of(block)], cwd=workspace, env=env, capture_output=True, text=True,
+        timeout=SNIPPET_TIMEOUT_S,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"snippet at {block.where} failed in a fresh interpreter:\n{block.code}\n{result.stderr[-6000:]}",
+            pytrace=False,
+        )
 
-    monkeypatch.chdir(workspace)
 
-    torch.manual_seed(0)
-    namespace = {"__name__": "__main__"}
-    for block in BLOCKS[md]:
-        if block.lang != "python" or block.skip_reason:
-            continue
-        try:
-            code = compile(block.code, block.where, "exec")
-            exec(code, namespace)  # noqa: S102 -- the point of this test
-        except Exception:
-            pytest.fail(f"snippet at {block.where} failed:\n{block.code}\n{traceback.format_exc()}", pytrace=False)
+def test_python_snippet_check_catches_a_missing_definition(workspace, tmp_path):
+    """A block that uses a name only an earlier block defines fails alone (the check has teeth)."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("```python\nmodel = 1\n```\n\n```python\nprint(model)\n```\n")
+    first, second = fenced_blocks(doc)
+    BLOCKS[doc] = [first, second]
+    try:
+        test_python_snippet_runs_alone(first, workspace)
+        with pytest.raises(pytest.fail.Exception, match="NameError: name 'model' is not defined"):
+            test_python_snippet_runs_alone(second, workspace)
+        first.role, second.role = "setup", "after setup"
+        test_python_snippet_runs_alone(second, workspace)
+    finally:
+        del BLOCKS[doc]
 
 
 @pytest.mark.parametrize("block", SKIPPED_BLOCKS, ids=lambda b: b.where)
