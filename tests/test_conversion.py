@@ -1,4 +1,4 @@
-"""Official checkpoint <-> transformers conversion (modeling_umt/convert_original_checkpoint.py), on tiny models.
+"""Official checkpoint <-> transformers conversion (modeling_umt/conversion/), single-modality families, on tiny models.
 
 Official-layout state dicts are built here by hand from the key names and shapes of official_umt.md §7 (no official
 code is imported); numerical parity with the official code itself is tests/test_official_parity.py.
@@ -20,16 +20,16 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
 
 from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoClassification, UMTVideoModel
-from modeling_umt.convert_original_checkpoint import (
+from modeling_umt.conversion import (
     ConversionError,
     build_model,
     convert_checkpoint,
-    convert_official_state_dict,
-    main,
-    read_label_file,
+    convert_state_dict,
+    id2label_from_file,
     to_official_state_dict,
     unwrap_state_dict,
 )
+from modeling_umt.conversion.cli import main
 from modeling_umt.modeling_umt import build_position_embeddings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,10 +80,10 @@ def pos_table(frames, image_size):
 def convert(sd, **kwargs):
     kwargs = {"num_attention_heads": HEADS, "num_frames": FRAMES, "image_size": IMAGE, **kwargs}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    config_kwargs, ours = convert_official_state_dict(sd, **kwargs)
-    model, missing, unexpected = build_model(config_kwargs, ours)
+    config, ours = convert_state_dict(sd, **kwargs)
+    model, missing, unexpected = build_model(config, ours)
     assert missing == [] and unexpected == []
-    return config_kwargs, ours, model
+    return config, ours, model
 
 
 def save(obj, path: Path) -> Path:
@@ -113,8 +113,8 @@ def leftovers(parent: Path) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------
 def test_classifier_keys_map_to_our_modules():
     sd = official_classifier_sd()
-    config_kwargs, ours, model = convert(sd)
-    assert config_kwargs["architectures"] == ["UMTForVideoClassification"]
+    config, ours, model = convert(sd)
+    assert config.architectures == ["UMTForVideoClassification"]
     assert isinstance(model, UMTForVideoClassification)
     cfg = model.config
     assert (cfg.num_labels, cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size) == (LABELS, C, DEPTH, MLP)
@@ -152,7 +152,7 @@ def test_without_qkv_bias():
 
 def test_pretraining_keys_map_to_our_modules():
     sd = official_pretrain_sd()
-    config_kwargs, ours, model = convert(sd)
+    _, ours, model = convert(sd)
     assert isinstance(model, UMTForPreTraining)
     cfg = model.config
     assert cfg.use_final_norm and cfg.position_embedding_type == "direct" and cfg.initializer_type == "xavier_uniform"
@@ -193,16 +193,14 @@ def test_round_trip_ours_to_official_to_ours_is_exact(cls):
             p.normal_()
     official = to_official_state_dict(model)
     assert ("pos_embed" in official) is (cls is UMTForVideoClassification)  # 16 frames != the 8x14x14 reference
-    config_kwargs, ours = convert_official_state_dict(
-        official, num_attention_heads=HEADS, num_frames=16, image_size=IMAGE
-    )
+    converted, ours = convert_state_dict(official, num_attention_heads=HEADS, num_frames=16, image_size=IMAGE)
     expected = model.state_dict()
     assert sorted(ours) == sorted(expected)
     for key, value in expected.items():
         assert torch.equal(ours[key], value), key
     fields = ("num_frames", "image_size", "hidden_size", "num_hidden_layers", "intermediate_size")
     for field in (*fields, "position_embedding_type"):
-        assert config_kwargs[field] == getattr(config, field), field
+        assert getattr(converted, field) == getattr(config, field), field
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -311,9 +309,9 @@ def test_mismatching_pos_embed_errors_and_writes_nothing(tmp_path, bad, capsys):
 def test_pos_embed_layout_conflicting_with_arguments_errors():
     sd = official_classifier_sd(pos_embed=pos_table(16, 48))
     with pytest.raises(ConversionError, match="--num_frames 8"):
-        convert_official_state_dict(sd, num_attention_heads=HEADS, num_frames=8)
-    config_kwargs, _ = convert_official_state_dict(sd, num_attention_heads=HEADS, image_size=48)
-    assert config_kwargs["num_frames"] == 16
+        convert_state_dict(sd, num_attention_heads=HEADS, num_frames=8)
+    config, _ = convert_state_dict(sd, num_attention_heads=HEADS, image_size=48)
+    assert config.num_frames == 16
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -338,21 +336,21 @@ def test_unknown_checkpoint_exits_nonzero_and_writes_nothing(tmp_path, capsys):
 def test_extra_missing_or_misshapen_keys_are_named():
     sd = official_classifier_sd()
     with pytest.raises(ConversionError, match=r"blocks\.0\.attn\.k_bias"):
-        convert_official_state_dict({**sd, "blocks.0.attn.k_bias": torch.zeros(C)}, num_attention_heads=HEADS)
+        convert_state_dict({**sd, "blocks.0.attn.k_bias": torch.zeros(C)}, num_attention_heads=HEADS)
     with pytest.raises(ConversionError, match=r"missing keys: blocks\.1\.attn\.proj\.bias"):
         missing = {k: v for k, v in sd.items() if k != "blocks.1.attn.proj.bias"}
-        convert_official_state_dict(missing, num_attention_heads=HEADS)
+        convert_state_dict(missing, num_attention_heads=HEADS)
     with pytest.raises(ConversionError, match=r"blocks\.1\.mlp\.fc2\.weight \[32, 63\]"):
         misshapen = {**sd, "blocks.1.mlp.fc2.weight": torch.zeros(C, MLP - 1)}
-        convert_official_state_dict(misshapen, num_attention_heads=HEADS)
+        convert_state_dict(misshapen, num_attention_heads=HEADS)
 
 
 def test_architecture_arguments_are_checked():
     sd = official_classifier_sd()
     with pytest.raises(ConversionError, match="--model_size b16"):
-        convert_official_state_dict(sd, model_size="b16")
+        convert_state_dict(sd, model_size="b16")
     with pytest.raises(ConversionError, match="--num_attention_heads"):
-        convert_official_state_dict(sd)  # width 32 is no released width and not a multiple of 64
+        convert_state_dict(sd)  # width 32 is no released width and not a multiple of 64
 
 
 def test_existing_output_dir_needs_overwrite(tmp_path):
@@ -389,7 +387,7 @@ def test_label_file_with_wrong_count_errors(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("a\nb\nc\n")
     with pytest.raises(ConversionError, match="3 labels .* 5 classes"):
-        read_label_file(path, LABELS)
+        id2label_from_file(path, LABELS)
     ckpt = save(official_classifier_sd(), tmp_path / "ft.pth")
     assert cli_convert(ckpt, tmp_path / "hf", "--label_file", str(path)) == 1
     assert not (tmp_path / "hf").exists()

@@ -1,6 +1,6 @@
-"""Official Stage-2 (multi-modality) checkpoints <-> UMTForVideoTextRetrieval (modeling_umt/convert_original_checkpoint.py).
+"""Official Stage-2 (multi-modality) checkpoints <-> UMTForVideoTextRetrieval (modeling_umt/conversion/).
 
-Official-layout state dicts are produced from our model by `to_official_stage2_state_dict` (key names of
+Official-layout state dicts are produced from our model by `to_official_state_dict` (key names of
 official_umt.md §7 c); numerical parity with the official code itself is tests/test_stage2_official_parity.py.
 """
 
@@ -12,12 +12,8 @@ from transformers import AutoModel
 
 from _retrieval_tiny import tiny_config, tiny_inputs, tiny_text_config, tiny_vision_config
 from modeling_umt import UMTForVideoTextRetrieval
-from modeling_umt.convert_original_checkpoint import (
-    ConversionError,
-    convert_stage2_state_dict,
-    main,
-    to_official_stage2_state_dict,
-)
+from modeling_umt.conversion import ConversionError, convert_state_dict, to_official_state_dict
+from modeling_umt.conversion.cli import main
 
 
 def random_model(**overrides) -> UMTForVideoTextRetrieval:
@@ -44,14 +40,14 @@ def assert_same_outputs(a: UMTForVideoTextRetrieval, b: UMTForVideoTextRetrieval
 
 def test_pretraining_layout_round_trip_drops_the_teacher():
     model = random_model()
-    official = to_official_stage2_state_dict(model)
+    official = to_official_state_dict(model)
     assert "text_encoder.bert.encoder.layer.2.crossattention.self.key.weight" in official
     assert "vision_encoder.clip_decoder.1.norm.bias" in official and "vision_encoder.pool_norm.weight" in official
     assert official["vision_encoder.encoder.blocks.0.attn.qkv.weight"].shape == (96, 32)
     official["clip_teacher.conv1.weight"] = torch.zeros(8, 3, 1, 16, 16)
     official["text_encoder.bert.embeddings.position_ids"] = torch.arange(32)[None]
     logs = []
-    config, ours = convert_stage2_state_dict(
+    config, ours = convert_state_dict(
         official, num_frames=2, image_size=32, num_attention_heads=4, text_num_attention_heads=4, log=logs.append
     )
     assert config.fusion_layer == 2 and config.embed_dim == 16 and config.use_mlm_head
@@ -67,10 +63,10 @@ def test_pretraining_layout_round_trip_drops_the_teacher():
 
 def test_finetuned_layout_without_bert_prefix_mlm_head_or_clip_decoder():
     model = random_model(use_mlm_head=False, vision_config=tiny_vision_config(uta_num_layers=0))
-    official = to_official_stage2_state_dict(model)
+    official = to_official_state_dict(model)
     assert "text_encoder.encoder.layer.0.attention.self.query.weight" in official
     assert not any(k.startswith(("text_encoder.bert.", "text_encoder.cls.", "vision_encoder.clip_decoder")) for k in official)
-    config, ours = convert_stage2_state_dict(official, num_frames=2, image_size=32, num_attention_heads=4,
+    config, ours = convert_state_dict(official, num_frames=2, image_size=32, num_attention_heads=4,
                                              text_num_attention_heads=4)
     assert not config.use_mlm_head and config.vision_config.num_uta_layers == 0
     converted = UMTForVideoTextRetrieval(config).eval()
@@ -79,28 +75,28 @@ def test_finetuned_layout_without_bert_prefix_mlm_head_or_clip_decoder():
 
 
 def test_unknown_and_qa_keys_are_refused():
-    official = to_official_stage2_state_dict(random_model())
+    official = to_official_state_dict(random_model())
     with pytest.raises(ConversionError, match="vision_encoder.extra"):
-        convert_stage2_state_dict({**official, "vision_encoder.extra": torch.zeros(1)}, num_attention_heads=4)
+        convert_state_dict({**official, "vision_encoder.extra": torch.zeros(1)}, num_attention_heads=4)
     with pytest.raises(ConversionError, match="QA checkpoint"):
-        convert_stage2_state_dict({**official, "text_decoder.bert.embeddings.word_embeddings.weight": torch.zeros(1)})
+        convert_state_dict({**official, "text_decoder.bert.embeddings.word_embeddings.weight": torch.zeros(1)})
 
 
 def test_command_line_converts_and_reverses(tmp_path):
-    torch.manual_seed(0)  # widths 64 with one head, so the heads follow from width // 64 without flags
+    torch.manual_seed(0)  # widths 64 with one head: no released size, so the head counts are flags
     config = tiny_config(
         vision_config=tiny_vision_config(hidden_size=64, num_attention_heads=1),
         text_config=tiny_text_config(hidden_size=64, num_attention_heads=1),
     )
     model = UMTForVideoTextRetrieval(config).eval()
-    torch.save({"model": to_official_stage2_state_dict(model), "epoch": 3}, tmp_path / "b16_25m.pth")
+    torch.save({"model": to_official_state_dict(model), "epoch": 3}, tmp_path / "b16_25m.pth")
     out = tmp_path / "hf"
     assert main(["--checkpoint", str(tmp_path / "b16_25m.pth"), "--output_dir", str(out), "--num_frames", "2",
-                 "--image_size", "32"]) == 0
+                 "--image_size", "32", "--num_attention_heads", "1", "--text_num_attention_heads", "1"]) == 0
     loaded = AutoModel.from_pretrained(out)
     assert type(loaded) is UMTForVideoTextRetrieval
     assert_same_outputs(model, loaded.eval())
     assert main(["--reverse", "--checkpoint", str(out), "--output_dir", str(tmp_path / "back")]) == 0
     back = torch.load(tmp_path / "back" / "model.pth", weights_only=True)
-    for key, value in to_official_stage2_state_dict(model).items():
+    for key, value in to_official_state_dict(model).items():
         torch.testing.assert_close(back[key], value, atol=0, rtol=0, msg=key)
