@@ -20,6 +20,14 @@ from .reading import SAVED_CONFIG_KEY, check_weights, load_official_checkpoint
 __all__ = ["convert_state_dict", "build_model", "to_official_state_dict", "convert_checkpoint", "reverse_checkpoint"]
 
 _DTYPES = ("float32", "keep")
+# Fields of a saved config that describe the saving, not the model; not stored by --reverse.
+_SAVING_METADATA = ("dtype", "torch_dtype", "transformers_version", "_name_or_path")
+
+
+def _config_to_store(config: Mapping) -> dict:
+    """`config.to_dict()` without `_SAVING_METADATA`, nested configs included."""
+    return {k: _config_to_store(v) if isinstance(v, dict) and k.endswith("_config") else v
+            for k, v in config.items() if k not in _SAVING_METADATA}
 
 
 def _make_config(family: Family, saved: Mapping | None, kwargs: dict):
@@ -220,7 +228,7 @@ def reverse_checkpoint(
     model = classes[arch].from_pretrained(model_dir, dtype=torch.float32 if dtype == "float32" else "auto")
     state = to_official_state_dict(model)
     obj = dict(state) if model_key == "auto" else {model_key: state}
-    obj[SAVED_CONFIG_KEY] = json.dumps(model.config.to_dict())
+    obj[SAVED_CONFIG_KEY] = json.dumps(_config_to_store(model.config.to_dict()))
     _write_directory(Path(output_dir), overwrite, lambda tmp: torch.save(obj, tmp / "model.pth"))
     log(f"{arch} -> official {family_of_model(model).name} layout ({len(state)} tensors, our config under "
         f"`{SAVED_CONFIG_KEY}`) saved to {Path(output_dir) / 'model.pth'}")
