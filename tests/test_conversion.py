@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from transformers import AutoModel, AutoModelForPreTraining, AutoModelForVideoCl
 from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoClassification, UMTVideoModel
 from modeling_umt.conversion import (
     ConversionError,
+    Settings,
     build_model,
     convert_checkpoint,
     convert_state_dict,
@@ -29,6 +31,7 @@ from modeling_umt.conversion import (
     to_official_state_dict,
     unwrap_state_dict,
 )
+from modeling_umt.conversion.base import RELEASED_BERT_HEADS, RELEASED_VIT_HEADS, pick_heads
 from modeling_umt.conversion.cli import main
 from modeling_umt.modeling_umt import build_position_embeddings
 
@@ -425,9 +428,6 @@ def test_tiny_classifier_without_heads_is_refused_instead_of_built_with_width_ov
 
 
 def test_released_sizes_give_the_heads_and_every_setting_is_printed_with_its_source():
-    from modeling_umt.conversion import Settings
-    from modeling_umt.conversion.base import RELEASED_BERT_HEADS, RELEASED_VIT_HEADS, pick_heads
-
     logs: list[str] = []
     settings = Settings({}, None, logs.append)
     assert pick_heads(settings, "num_attention_heads", 768, 12, RELEASED_VIT_HEADS, None, "video ViT") == 12
@@ -508,8 +508,6 @@ def test_a_checkpoint_naming_another_class_is_refused_before_its_code_runs(tmp_p
 
 
 def test_numpy_values_and_namespaces_beside_the_weights_load(tmp_path):
-    import numpy as np
-
     sd = official_classifier_sd()
     extras = {"args": argparse.Namespace(lr=1e-3, input_size=224), "best": np.float64(81.5), "ids": np.arange(3),
               "seen": {1, 2}, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999)}]}}

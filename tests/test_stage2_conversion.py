@@ -17,6 +17,7 @@ from transformers import AutoModel
 from _retrieval_tiny import tiny_config, tiny_inputs, tiny_text_config, tiny_vision_config
 from modeling_umt import UMTForVideoTextRetrieval
 from modeling_umt.conversion import ConversionError, convert_checkpoint, convert_state_dict, to_official_state_dict
+from modeling_umt.conversion import safe_pickle
 from modeling_umt.conversion.cli import main
 
 
@@ -139,8 +140,6 @@ def test_official_training_checkpoint_with_an_easydict_config_converts(tmp_path,
                       "scaler": {"scale": 65536.0}, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}}
         torch.save(checkpoint, tmp_path / "ckpt_best.pth")
     assert "utils.easydict" not in sys.modules  # loading must not need (or import) the official class
-    from modeling_umt.conversion import safe_pickle
-
     raw = torch.load(tmp_path / "ckpt_best.pth", weights_only=False, pickle_module=safe_pickle)
     plain = safe_pickle.plain_containers(raw)["config"]
     assert type(plain) is dict and type(plain["inputs"]) is dict and plain["inputs"]["image_res"] == 32

@@ -91,7 +91,7 @@ def convert_state_dict(
     bad = [f"{k} {list(kept[k].shape)} (expected {list(s)})" for k, s in expected.items() if kept[k].shape != s]
     if bad:
         raise ConversionError(f"Checkpoint tensors have unexpected shapes: {preview(bad, 6)}.")
-    check_weights(kept, kept)
+    check_weights(kept)
     for key, source in family.tied:
         if key in kept and not torch.equal(kept[key], kept[source]):
             raise ConversionError(f"`{key}` differs from `{source}`: {family.architecture} ties them, as the official "
@@ -163,9 +163,12 @@ def _write_directory(output_dir: Path, overwrite: bool, write: Callable[[Path], 
     return output_dir
 
 
-def _check_dtype(dtype: str) -> None:
+def _output_for(output_dir: str | os.PathLike, overwrite: bool, dtype: str) -> Path:
+    """The checks both commands make before reading anything: `--dtype` and a free (or `--overwrite`) output."""
     if dtype not in _DTYPES:
         raise ConversionError(f"`--dtype` must be one of {_DTYPES}, got {dtype!r}.")
+    _check_output(Path(output_dir), overwrite)
+    return Path(output_dir)
 
 
 def convert_checkpoint(
@@ -183,9 +186,7 @@ def convert_checkpoint(
     flags: the settings of `convert_state_dict`. Nothing is written when the checkpoint is not understood
     (ConversionError). Returns the output directory.
     """
-    _check_dtype(dtype)
-    output_dir = Path(output_dir)
-    _check_output(output_dir, overwrite)
+    output_dir = _output_for(output_dir, overwrite, dtype)
     official, saved = load_official_checkpoint(checkpoint, model_key)
     config, ours = convert_state_dict(official, saved_config=saved, log=log, **flags)
     model, missing, unexpected = build_model(config, ours, dtype=torch.float32 if dtype == "float32" else None)
@@ -215,8 +216,7 @@ def reverse_checkpoint(
     loader accepts). Our config is stored beside the weights as a JSON string under `SAVED_CONFIG_KEY` (ignored by
     the official loaders), so that converting the file again gives back exactly this model without any flag.
     """
-    _check_dtype(dtype)
-    _check_output(Path(output_dir), overwrite)
+    output_dir = _output_for(output_dir, overwrite, dtype)
     if model_key not in ("auto", "model", "module"):
         raise ConversionError(f"`--model_key` for --reverse must be 'auto', 'model' or 'module', got {model_key!r}.")
     if not (Path(model_dir) / "config.json").is_file():
@@ -229,7 +229,7 @@ def reverse_checkpoint(
     state = to_official_state_dict(model)
     obj = dict(state) if model_key == "auto" else {model_key: state}
     obj[SAVED_CONFIG_KEY] = json.dumps(_config_to_store(model.config.to_dict()))
-    _write_directory(Path(output_dir), overwrite, lambda tmp: torch.save(obj, tmp / "model.pth"))
+    _write_directory(output_dir, overwrite, lambda tmp: torch.save(obj, tmp / "model.pth"))
     log(f"{arch} -> official {family_of_model(model).name} layout ({len(state)} tensors, our config under "
-        f"`{SAVED_CONFIG_KEY}`) saved to {Path(output_dir) / 'model.pth'}")
-    return Path(output_dir) / "model.pth"
+        f"`{SAVED_CONFIG_KEY}`) saved to {output_dir / 'model.pth'}")
+    return output_dir / "model.pth"

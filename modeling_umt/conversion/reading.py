@@ -87,9 +87,9 @@ def load_official_checkpoint(path: str | os.PathLike, model_key: str = "auto") -
     return unwrap_state_dict(obj, model_key), saved
 
 
-def check_weights(state_dict: Mapping[str, torch.Tensor], keys) -> None:
-    """Refuse integer / bool tensors and non-finite values among `keys`, naming the first offending key."""
-    for key in sorted(keys):
+def check_weights(state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Refuse integer / bool tensors and non-finite values, naming the first offending key."""
+    for key in sorted(state_dict):
         value = state_dict[key]
         if not value.is_floating_point():
             raise ConversionError(f"`{key}` has dtype {value.dtype}; a weight must be a floating-point tensor.")
