@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ConversionError", "Family", "Settings", "preview", "pick_heads", "RELEASED_VIT_HEADS", "RELEASED_BERT_HEADS"]
+__all__ = [
+    "ConversionError", "Family", "Settings", "preview", "pick_heads", "RELEASED_VIT_HEADS", "RELEASED_BERT_HEADS",
+]
 
 _MISSING = object()
 
@@ -76,7 +78,9 @@ class Settings:
         flag = self.flags.get(name, _MISSING)
         if flag is not _MISSING:
             if weights is not _MISSING and flag != weights:
-                raise ConversionError(f"`--{name} {flag}` contradicts the checkpoint's weights, which give {weights!r}.")
+                raise ConversionError(
+                    f"`--{name} {flag}` contradicts the checkpoint's weights, which give {weights!r}."
+                )
             value, source = flag, "flag"
         elif weights is not _MISSING:
             value, source = weights, "from the weights"

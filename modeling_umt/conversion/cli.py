@@ -18,8 +18,8 @@ _SETTING_FLAGS = ("model_size", "num_frames", "image_size", "num_attention_heads
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m modeling_umt.convert_original_checkpoint",
-        description="Convert an official UMT checkpoint (Stage-1 student, fine-tuned classifier, Stage-2 pre-trained or "
-        "retrieval model; detected from its keys) to a transformers directory, or back with --reverse. Every "
+        description="Convert an official UMT checkpoint (Stage-1 student, fine-tuned classifier, Stage-2 pre-trained "
+        "or retrieval model; detected from its keys) to a transformers directory, or back with --reverse. Every "
         "setting the weights do not give is printed with its source; the flags below set them.",
     )
     p.add_argument("--checkpoint", required=True, help="official .pth (or, with --reverse, a saved transformers dir)")
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--text_num_attention_heads", type=int, help="Stage 2: BERT heads; required unless the BERT is "
                    "bert-base (768 x 12) or bert-large (1024 x 24)")
     p.add_argument("--text_pooling", choices=("cls", "mean"), help="Stage 2: text pooling (default: cls, official)")
-    p.add_argument("--fusion_layer", type=int, help="Stage 2: first cross-attention layer (checked against the weights)")
+    p.add_argument("--fusion_layer", type=int, help="Stage 2: first cross-attention layer (checked against weights)")
     p.add_argument("--label_file", help="classifier: class names, one per line, or a JSON list / dict")
     p.add_argument("--dtype", choices=("float32", "keep"), default="float32", help="float32 (default) or keep")
     p.add_argument("--model_key", default="auto", help="model | module | model|module | auto (default)")

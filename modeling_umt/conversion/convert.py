@@ -75,7 +75,9 @@ def convert_state_dict(
     log(f"family: {family.name} ({family.description}) -> {family.architecture}; {summary}")
     unknown = [k for k in state_dict if not family.key_pattern.fullmatch(k)]
     if unknown:
-        raise ConversionError(f"Checkpoint looks like an {family.description} but has unknown keys: {preview(unknown)}.")
+        raise ConversionError(
+            f"Checkpoint looks like an {family.description} but has unknown keys: {preview(unknown)}."
+        )
     saved_arch = (saved_config or {}).get("architectures") or [family.architecture]
     if saved_arch[0] != family.architecture:
         raise ConversionError(f"The stored config is for {saved_arch[0]}, but the weights are an {family.description}.")
@@ -85,7 +87,7 @@ def convert_state_dict(
     kept = {k: v for k, v in state_dict.items() if not any(k in keys for keys in dropped.values())}
     unknown, missing = set(kept) - set(expected), set(expected) - set(kept)
     if unknown or missing:
-        parts = [f"unknown keys: {preview(unknown)}"] * bool(unknown) + [f"missing keys: {preview(missing)}"] * bool(missing)
+        parts = [f"{what} keys: {preview(keys)}" for what, keys in (("unknown", unknown), ("missing", missing)) if keys]
         raise ConversionError(f"Checkpoint does not match an {family.description} ({family.architecture}) of the "
                               f"inferred architecture: " + "; ".join(parts) + ".")
     bad = [f"{k} {list(kept[k].shape)} (expected {list(s)})" for k, s in expected.items() if kept[k].shape != s]
@@ -220,7 +222,9 @@ def reverse_checkpoint(
     if model_key not in ("auto", "model", "module"):
         raise ConversionError(f"`--model_key` for --reverse must be 'auto', 'model' or 'module', got {model_key!r}.")
     if not (Path(model_dir) / "config.json").is_file():
-        raise ConversionError(f"`--checkpoint` {str(model_dir)!r} is not a saved transformers directory (no config.json).")
+        raise ConversionError(
+            f"`--checkpoint` {str(model_dir)!r} is not a saved transformers directory (no config.json)."
+        )
     arch = (AutoConfig.from_pretrained(model_dir).architectures or [None])[0]
     classes = {f.architecture: f.model_class for f in FAMILIES}
     if arch not in classes:

@@ -89,7 +89,8 @@ def vit_key_map(num_layers: int, qkv_bias: bool, official: str, ours: str, final
         {ours}embeddings.patch_embeddings.projection.*  <-> {official}patch_embed.proj.*
         {ours}encoder.layer.{i}.attention.{query,key,value}.weight <-> rows of {official}blocks.{i}.attn.qkv.weight
         {ours}encoder.layer.{i}.attention.{query,value}.bias <-> {official}blocks.{i}.attn.{q,v}_bias (k has none)
-        {ours}encoder.layer.{i}.{norm1,norm2,attention.proj,mlp.fc1,mlp.fc2}.* <-> {official}blocks.{i}.{norm1,norm2,attn.proj,mlp.fc1,mlp.fc2}.*
+        {ours}encoder.layer.{i}.{norm1,norm2,attention.proj,mlp.fc1,mlp.fc2}.*
+                                                   <-> {official}blocks.{i}.{norm1,norm2,attn.proj,mlp.fc1,mlp.fc2}.*
         {ours}layernorm.*                               <-> {official}norm.*   (when final_norm)
     """
     keymap = norm_key_map(f"{official}patch_embed.proj", f"{ours}embeddings.patch_embeddings.projection")

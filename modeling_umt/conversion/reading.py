@@ -61,7 +61,9 @@ def unwrap_state_dict(obj, model_key: str = "auto") -> dict[str, torch.Tensor]:
     return state
 
 
-def load_official_checkpoint(path: str | os.PathLike, model_key: str = "auto") -> tuple[dict[str, torch.Tensor], dict | None]:
+def load_official_checkpoint(
+    path: str | os.PathLike, model_key: str = "auto"
+) -> tuple[dict[str, torch.Tensor], dict | None]:
     """Read an official `.pth` once and return (state dict, the config a `--reverse` export stored, or None).
 
     The file is unpickled by `safe_pickle` (tensors, containers, argparse.Namespace, EasyDict, numpy values only):

@@ -110,10 +110,9 @@ def infer_vit(sd: Mapping[str, torch.Tensor], prefix: str, settings: Settings, *
         frames = settings.pick("num_frames", weights=frames)
         image_size = settings.pick("image_size", weights=image_size)
     else:
-        saved_size = saved_vision.get("image_size")
         frames = settings.pick("num_frames", saved=saved_vision.get("num_frames"), default=frames, why=layout_why)
-        image_size = settings.pick("image_size", saved=saved_size if isinstance(saved_size, int) else None,
-                                   default=image_size, why=layout_why)
+        image_size = settings.pick("image_size", saved=saved_vision.get("image_size"), default=image_size,
+                                   why=layout_why)
     return dict(
         num_channels=int(w.shape[1]), tubelet_size=tubelet, patch_size=patch, hidden_size=hidden,
         num_hidden_layers=depth, num_attention_heads=heads, intermediate_size=intermediate,
@@ -127,11 +126,14 @@ def _drop_path(settings: Settings, width: int, depth: int) -> float:
     value = released.get((width, depth), 0.0)
     rate = settings.saved_value("drop_path_rate")
     rate = value if rate is None else rate
-    settings.log(f"  drop_path_rate = {rate!r} (training only; {'stored config' if settings.saved else 'released value'})")
+    source = "the config stored by --reverse" if settings.saved else "the released value, 0 for other sizes"
+    settings.log(f"  drop_path_rate = {rate!r} (training only; {source})")
     return rate
 
 
-def check_position_embeddings(pos_embed: torch.Tensor, config: UMTConfig, atol: float = DEFAULT_POS_EMBED_ATOL) -> float:
+def check_position_embeddings(
+    pos_embed: torch.Tensor, config: UMTConfig, atol: float = DEFAULT_POS_EMBED_ATOL
+) -> float:
     """Compare a stored official `pos_embed` [1, N, C] with the table our model computes for `config`.
 
     Returns the max abs difference (in float32). Raises ConversionError when it exceeds `atol` plus the rounding
