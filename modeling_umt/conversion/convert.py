@@ -84,7 +84,8 @@ def convert_state_dict(
     log("settings:")
     config = _make_config(family, saved_config, family.infer_config(state_dict, Settings(flags, saved_config, log)))
     expected = _expected_official(family, config)
-    kept = {k: v for k, v in state_dict.items() if not any(k in keys for keys in dropped.values())}
+    dropped_keys = {k for keys in dropped.values() for k in keys}
+    kept = {k: v for k, v in state_dict.items() if k not in dropped_keys}
     unknown, missing = set(kept) - set(expected), set(expected) - set(kept)
     if unknown or missing:
         parts = [f"{what} keys: {preview(keys)}" for what, keys in (("unknown", unknown), ("missing", missing)) if keys]
