@@ -1,4 +1,4 @@
-"""Official checkpoint <-> transformers conversion (modeling_umt/convert_original_checkpoint.py), on tiny models.
+"""Official checkpoint <-> transformers conversion (modeling_umt/conversion/), single-modality families, on tiny models.
 
 Official-layout state dicts are built here by hand from the key names and shapes of official_umt.md §7 (no official
 code is imported); numerical parity with the official code itself is tests/test_official_parity.py.
@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,16 +21,18 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
 
 from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoClassification, UMTVideoModel
-from modeling_umt.convert_original_checkpoint import (
+from modeling_umt.conversion import (
     ConversionError,
+    Settings,
     build_model,
     convert_checkpoint,
-    convert_official_state_dict,
-    main,
-    read_label_file,
+    convert_state_dict,
+    id2label_from_file,
     to_official_state_dict,
     unwrap_state_dict,
 )
+from modeling_umt.conversion.base import RELEASED_BERT_HEADS, RELEASED_VIT_HEADS, pick_heads
+from modeling_umt.conversion.cli import main
 from modeling_umt.modeling_umt import build_position_embeddings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,10 +83,10 @@ def pos_table(frames, image_size):
 def convert(sd, **kwargs):
     kwargs = {"num_attention_heads": HEADS, "num_frames": FRAMES, "image_size": IMAGE, **kwargs}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    config_kwargs, ours = convert_official_state_dict(sd, **kwargs)
-    model, missing, unexpected = build_model(config_kwargs, ours)
+    config, ours = convert_state_dict(sd, **kwargs)
+    model, missing, unexpected = build_model(config, ours)
     assert missing == [] and unexpected == []
-    return config_kwargs, ours, model
+    return config, ours, model
 
 
 def save(obj, path: Path) -> Path:
@@ -113,8 +116,8 @@ def leftovers(parent: Path) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------
 def test_classifier_keys_map_to_our_modules():
     sd = official_classifier_sd()
-    config_kwargs, ours, model = convert(sd)
-    assert config_kwargs["architectures"] == ["UMTForVideoClassification"]
+    config, ours, model = convert(sd)
+    assert config.architectures == ["UMTForVideoClassification"]
     assert isinstance(model, UMTForVideoClassification)
     cfg = model.config
     assert (cfg.num_labels, cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size) == (LABELS, C, DEPTH, MLP)
@@ -152,7 +155,7 @@ def test_without_qkv_bias():
 
 def test_pretraining_keys_map_to_our_modules():
     sd = official_pretrain_sd()
-    config_kwargs, ours, model = convert(sd)
+    _, ours, model = convert(sd)
     assert isinstance(model, UMTForPreTraining)
     cfg = model.config
     assert cfg.use_final_norm and cfg.position_embedding_type == "direct" and cfg.initializer_type == "xavier_uniform"
@@ -193,16 +196,14 @@ def test_round_trip_ours_to_official_to_ours_is_exact(cls):
             p.normal_()
     official = to_official_state_dict(model)
     assert ("pos_embed" in official) is (cls is UMTForVideoClassification)  # 16 frames != the 8x14x14 reference
-    config_kwargs, ours = convert_official_state_dict(
-        official, num_attention_heads=HEADS, num_frames=16, image_size=IMAGE
-    )
+    converted, ours = convert_state_dict(official, num_attention_heads=HEADS, num_frames=16, image_size=IMAGE)
     expected = model.state_dict()
     assert sorted(ours) == sorted(expected)
     for key, value in expected.items():
         assert torch.equal(ours[key], value), key
     fields = ("num_frames", "image_size", "hidden_size", "num_hidden_layers", "intermediate_size")
     for field in (*fields, "position_embedding_type"):
-        assert config_kwargs[field] == getattr(config, field), field
+        assert getattr(converted, field) == getattr(config, field), field
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -311,9 +312,9 @@ def test_mismatching_pos_embed_errors_and_writes_nothing(tmp_path, bad, capsys):
 def test_pos_embed_layout_conflicting_with_arguments_errors():
     sd = official_classifier_sd(pos_embed=pos_table(16, 48))
     with pytest.raises(ConversionError, match="--num_frames 8"):
-        convert_official_state_dict(sd, num_attention_heads=HEADS, num_frames=8)
-    config_kwargs, _ = convert_official_state_dict(sd, num_attention_heads=HEADS, image_size=48)
-    assert config_kwargs["num_frames"] == 16
+        convert_state_dict(sd, num_attention_heads=HEADS, num_frames=8)
+    config, _ = convert_state_dict(sd, num_attention_heads=HEADS, image_size=48)
+    assert config.num_frames == 16
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -338,21 +339,21 @@ def test_unknown_checkpoint_exits_nonzero_and_writes_nothing(tmp_path, capsys):
 def test_extra_missing_or_misshapen_keys_are_named():
     sd = official_classifier_sd()
     with pytest.raises(ConversionError, match=r"blocks\.0\.attn\.k_bias"):
-        convert_official_state_dict({**sd, "blocks.0.attn.k_bias": torch.zeros(C)}, num_attention_heads=HEADS)
+        convert_state_dict({**sd, "blocks.0.attn.k_bias": torch.zeros(C)}, num_attention_heads=HEADS)
     with pytest.raises(ConversionError, match=r"missing keys: blocks\.1\.attn\.proj\.bias"):
         missing = {k: v for k, v in sd.items() if k != "blocks.1.attn.proj.bias"}
-        convert_official_state_dict(missing, num_attention_heads=HEADS)
+        convert_state_dict(missing, num_attention_heads=HEADS)
     with pytest.raises(ConversionError, match=r"blocks\.1\.mlp\.fc2\.weight \[32, 63\]"):
         misshapen = {**sd, "blocks.1.mlp.fc2.weight": torch.zeros(C, MLP - 1)}
-        convert_official_state_dict(misshapen, num_attention_heads=HEADS)
+        convert_state_dict(misshapen, num_attention_heads=HEADS)
 
 
 def test_architecture_arguments_are_checked():
     sd = official_classifier_sd()
     with pytest.raises(ConversionError, match="--model_size b16"):
-        convert_official_state_dict(sd, model_size="b16")
+        convert_state_dict(sd, model_size="b16")
     with pytest.raises(ConversionError, match="--num_attention_heads"):
-        convert_official_state_dict(sd)  # width 32 is no released width and not a multiple of 64
+        convert_state_dict(sd)  # width 32 is no released width and not a multiple of 64
 
 
 def test_existing_output_dir_needs_overwrite(tmp_path):
@@ -389,7 +390,7 @@ def test_label_file_with_wrong_count_errors(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("a\nb\nc\n")
     with pytest.raises(ConversionError, match="3 labels .* 5 classes"):
-        read_label_file(path, LABELS)
+        id2label_from_file(path, LABELS)
     ckpt = save(official_classifier_sd(), tmp_path / "ft.pth")
     assert cli_convert(ckpt, tmp_path / "hf", "--label_file", str(path)) == 1
     assert not (tmp_path / "hf").exists()
@@ -410,3 +411,136 @@ def test_cli_subprocess_and_reverse_round_trip(tmp_path):
     assert main([*reverse, "--model_key", "model"]) == 0
     back = torch.load(tmp_path / "back" / "model.pth", weights_only=True)["model"]
     assert sorted(back) == sorted(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Settings: printed with their source, heads never guessed
+# ----------------------------------------------------------------------------------------------------------------
+def test_tiny_classifier_without_heads_is_refused_instead_of_built_with_width_over_64():
+    """Width 64 x 2 blocks is no released size: its head count (4 here) is not in the weights, so it is asked for."""
+    config = UMTConfig(image_size=IMAGE, num_frames=16, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=128, num_labels=3)
+    official = to_official_state_dict(UMTForVideoClassification(config))
+    with pytest.raises(ConversionError, match=r"num_attention_heads.*width 64 x 2 layers is no released size"):
+        convert_state_dict(official)
+    converted, _ = convert_state_dict(official, num_attention_heads=4)
+    assert converted.num_attention_heads == 4
+
+
+def test_released_sizes_give_the_heads_and_every_setting_is_printed_with_its_source():
+    logs: list[str] = []
+    settings = Settings({}, None, logs.append)
+    assert pick_heads(settings, "num_attention_heads", 768, 12, RELEASED_VIT_HEADS, None, "video ViT") == 12
+    assert pick_heads(settings, "text_num_attention_heads", 1024, 24, RELEASED_BERT_HEADS, None, "BERT") == 16
+    assert "num_attention_heads = 12 (default: the released video ViT" in logs[0]
+    with pytest.raises(ConversionError, match="must be a positive divisor"):
+        pick_heads(Settings({"num_attention_heads": 5}, None, logs.append), "num_attention_heads", 768, 12,
+                   RELEASED_VIT_HEADS, None, "video ViT")
+
+    logs.clear()
+    convert_state_dict(official_classifier_sd(), num_attention_heads=HEADS, log=logs.append)
+    printed = "\n".join(logs)
+    for line in ("num_attention_heads = 4 (flag)", "num_frames = 8 (default: the released layout",
+                 "image_size = 224 (default", "labels = LABEL_0 .. LABEL_4 (default", "drop_path_rate = 0.0"):
+        assert line in printed, printed
+
+
+def test_flags_that_do_not_apply_or_contradict_the_weights_are_errors():
+    with pytest.raises(ConversionError, match="--text_pooling.*does not apply to an official fine-tuned classifier"):
+        convert_state_dict(official_classifier_sd(), num_attention_heads=HEADS, text_pooling="mean")
+    with pytest.raises(ConversionError, match="--label_file.*does not apply to an official Stage-1"):
+        convert_state_dict(official_pretrain_sd(), num_attention_heads=HEADS, label_file="labels.txt")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Weights that must be refused, each named
+# ----------------------------------------------------------------------------------------------------------------
+def test_one_misshapen_tensor_is_the_only_key_named():
+    sd = official_classifier_sd()
+    sd["blocks.0.mlp.fc1.weight"] = torch.zeros(MLP + 8, C)  # the tensor the MLP width used to be read from
+    with pytest.raises(ConversionError) as err:
+        convert_state_dict(sd, num_attention_heads=HEADS)
+    message = str(err.value)
+    assert "blocks.0.mlp.fc1.weight [72, 32] (expected [64, 32])" in message
+    assert "fc2" not in message and "blocks.1" not in message and "fc1.bias" not in message
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "int64", "bool"])
+def test_non_finite_or_integer_weights_are_refused_naming_the_key(bad):
+    sd = official_pretrain_sd()
+    value = sd["clip_decoder.1.norm.weight"]
+    if bad in ("nan", "inf"):
+        value = value.clone()
+        value[3] = float(bad)
+    else:
+        value = value.to(getattr(torch, bad))
+    sd["clip_decoder.1.norm.weight"] = value
+    expected = "non-finite" if bad in ("nan", "inf") else f"dtype torch.{bad}"
+    with pytest.raises(ConversionError, match=rf"`clip_decoder\.1\.norm\.weight` .*{expected}"):
+        convert_state_dict(sd, num_attention_heads=HEADS)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading files: the restricted unpickler
+# ----------------------------------------------------------------------------------------------------------------
+class MarkerOnLoad:
+    """Unpickling this creates a file (its __reduce__ makes the loader call MarkerOnLoad(path, True))."""
+
+    def __init__(self, path: str, create: bool = False):
+        self.path = path
+        if create:
+            Path(path).touch()
+
+    def __reduce__(self):
+        return (MarkerOnLoad, (self.path, True))
+
+
+def test_a_checkpoint_naming_another_class_is_refused_before_its_code_runs(tmp_path, capsys):
+    marker = tmp_path / "marker"
+    ckpt = save({"model": official_classifier_sd(), "args": MarkerOnLoad(str(marker))}, tmp_path / "evil.pth")
+    with pytest.raises(ConversionError, match=r"refused to unpickle `.*MarkerOnLoad`") as err:
+        to_hf(ckpt, tmp_path / "hf")
+    assert "evil.pth" in str(err.value) and not marker.exists()
+    assert cli_convert(ckpt, tmp_path / "hf") == 1 and "MarkerOnLoad" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "hf").exists() and leftovers(tmp_path) == []
+    torch.load(ckpt, weights_only=False)  # the same file through an unrestricted unpickler runs the class's code
+    assert marker.exists()
+
+
+def test_numpy_values_and_namespaces_beside_the_weights_load(tmp_path):
+    sd = official_classifier_sd()
+    extras = {"args": argparse.Namespace(lr=1e-3, input_size=224), "best": np.float64(81.5), "ids": np.arange(3),
+              "seen": {1, 2}, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999)}]}}
+    out = to_hf(save({"model": sd, **extras}, tmp_path / "ft.pth"), tmp_path / "hf")
+    weights = load_file(out / "model.safetensors")
+    assert torch.equal(weights["classifier.weight"], sd["head.weight"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# official -> ours -> official -> ours through files, with no flag the second time
+# ----------------------------------------------------------------------------------------------------------------
+def assert_same_directory(a: Path, b: Path) -> None:
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert sorted(wa) == sorted(wb)
+    for key in wa:
+        assert wa[key].dtype == wb[key].dtype and torch.equal(wa[key], wb[key]), key
+    ca, cb = (json.loads((d / "config.json").read_text()) for d in (a, b))
+    assert ca == cb
+
+
+@pytest.mark.parametrize("family", ["classifier", "stage1"])
+def test_file_round_trip_is_exact_without_flags_the_second_time(tmp_path, family):
+    names = tmp_path / "labels.txt"
+    names.write_text("\n".join(f"class {i}" for i in range(LABELS)))
+    if family == "classifier":  # 16 frames x 48 px: the official file stores pos_embed
+        sd, flags = official_classifier_sd(pos_embed=pos_table(16, 48)), {"label_file": names}
+    else:
+        sd, flags = official_pretrain_sd(), {"num_frames": FRAMES, "image_size": IMAGE}
+    first = to_hf(save({"model": sd}, tmp_path / "official.pth"), tmp_path / "first", **flags)
+    assert main(["--reverse", "--checkpoint", str(first), "--output_dir", str(tmp_path / "back")]) == 0
+    back = torch.load(tmp_path / "back" / "model.pth", weights_only=True)
+    assert sorted(k for k in back if k != "umt_transformers_config") == sorted(sd)
+    assert all(torch.equal(back[k], sd[k]) for k in sd)
+    second = tmp_path / "second"
+    assert main(["--checkpoint", str(tmp_path / "back" / "model.pth"), "--output_dir", str(second)]) == 0
+    assert_same_directory(first, second)

@@ -135,7 +135,7 @@ def _build_workspace(ws: Path) -> None:
     from modeling_umt import UMTForPreTraining, UMTForVideoClassification, UMTForVideoTextRetrieval
     from modeling_umt import UMTRetrievalConfig
     from modeling_umt.configuration_umt_retrieval import STAGE2_VISION_DEFAULTS
-    from modeling_umt.convert_original_checkpoint import main as convert_main
+    from modeling_umt.conversion.cli import main as convert_main
     from processors.synthetic import CLASS_NAMES, ensure_synthetic_dataset
     from processors.video_processing_umt import UMTVideoProcessor
 

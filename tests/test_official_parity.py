@@ -31,7 +31,7 @@ import pytest
 import torch
 from torch import nn
 
-from modeling_umt.convert_original_checkpoint import build_model, check_position_embeddings, convert_official_state_dict
+from modeling_umt.conversion import build_model, check_position_embeddings, convert_state_dict
 
 OFFICIAL_REPO = os.environ.get("UMT_OFFICIAL_REPO")
 if not OFFICIAL_REPO:
@@ -128,8 +128,8 @@ def official_classifier(official, frames: int, image_size: int, depth: int = 12,
 
 def convert(official_model, **kwargs):
     logs: list[str] = []
-    config_kwargs, state = convert_official_state_dict(official_model.state_dict(), log=logs.append, **kwargs)
-    model, missing, unexpected = build_model(config_kwargs, state)
+    config, state = convert_state_dict(official_model.state_dict(), log=logs.append, **kwargs)
+    model, missing, unexpected = build_model(config, state)
     assert not missing and not unexpected, (missing, unexpected)
     return model.eval(), logs
 

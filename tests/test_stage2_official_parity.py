@@ -24,7 +24,7 @@ import torch
 
 from _retrieval_tiny import CLS_ID, MASK_ID, PAD_ID, VOCAB, tiny_inputs
 from modeling_umt import UMTForVideoTextRetrieval
-from modeling_umt.convert_original_checkpoint import convert_stage2_state_dict
+from modeling_umt.conversion import convert_state_dict
 from modeling_umt.losses import mask_tokens_for_mlm, vtc_loss, vtm_negatives
 
 OFFICIAL_REPO = os.environ.get("UMT_OFFICIAL_REPO")
@@ -132,8 +132,8 @@ def build_official(off):
 def test_stage2_parity_with_the_official_code(official):
     ref = build_official(official)
     state = {k: v for k, v in ref.state_dict().items()}
-    config, ours_sd = convert_stage2_state_dict(state, num_frames=2, image_size=32, num_attention_heads=4,
-                                                text_num_attention_heads=4)
+    config, ours_sd = convert_state_dict(state, num_frames=2, image_size=32, num_attention_heads=4,
+                                         text_num_attention_heads=4)
     config.mask_token_id, config.cls_token_id = MASK_ID, CLS_ID
     ours = UMTForVideoTextRetrieval(config).eval()
     ours.load_state_dict(ours_sd, strict=False)
