@@ -1,5 +1,5 @@
-"""Stage-1 training end to end on tiny settings: run_stage1.py in one process, resumption after a kill, and
-2-process DeepSpeed ZeRO-2 / ZeRO-3 on CPU (gloo)."""
+"""Stage-1 training end to end on tiny settings: run_stage1.py in one process, with saved SigLIP and DINOv2-with-
+registers teachers, resumption after a kill, and 2-process DeepSpeed ZeRO-2 / ZeRO-3 on CPU (gloo)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_teacher_transformers import _tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "training_scripts" / "run_stage1.py"
@@ -108,8 +109,6 @@ def test_run_stage1_with_a_saved_transformers_teacher(tmp_path, family, width):
     them run at 16 px (the grid rule of `modeling_umt.teachers.registry`), and the student's UTA heads take the
     teacher's width.
     """
-    from test_teacher_transformers import _tiny
-
     teacher_dir = tmp_path / family
     _tiny(family, hidden_size=width, patch_size=4).save_pretrained(teacher_dir)
     out = tmp_path / "run"
