@@ -186,7 +186,7 @@ def build(name: str, batch: int, official_repo: str | None, optimizer: str):
         sys.path.insert(0, str(REPO_ROOT))
         from modeling_umt import UMTConfig, UMTForPreTraining
         from modeling_umt.masking import semantic_mask
-        from modeling_umt.teacher import UMTTeacher
+        from modeling_umt.teachers import UMTTeacher
 
         config = UMTConfig.from_preset(
             "umt-b16", use_final_norm=True, num_frames=FRAMES, image_size=SIZE, uta_num_layers=K,

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from modeling_umt.teacher import UMTTeacher  # noqa: E402
+from modeling_umt.teachers import UMTTeacher  # noqa: E402
 
 
 def timed(fns: dict, repeats: int) -> dict:

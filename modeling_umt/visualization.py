@@ -3,7 +3,7 @@
 From Python:
 
     from modeling_umt.visualization import load_clips, plot_loss_curves, plot_semantic_masks
-    from modeling_umt.teacher import build_teacher
+    from modeling_umt.teachers import build_teacher
 
     plot_loss_curves({"Stage 1": "outputs/stage1", "Stage 2": "outputs/stage2"}, "curves.png")
     clips = load_clips(["a.mp4", "b.mp4"], num_frames=8, image_size=224)          # (B, T, 3, 224, 224)
@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from .masking import semantic_mask
+from .teachers import build_teacher
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -242,10 +243,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     masks = sub.add_parser("masks", help="the teacher's semantic mask on a few clips")
     masks.add_argument("--videos", nargs="+", required=True, help="video files or URLs")
     masks.add_argument("--teacher", default="clip_b16",
-                       help="'clip_b16', 'clip_l14', 'hf:<dir or id>', an open_clip name or 'tiny-random'")
+                       help="'clip_b16', 'clip_l14', 'hf:<dir or id>', an open_clip name, 'tiny-random' "
+                            "(see modeling_umt.teachers.registered_teachers())")
     masks.add_argument("--teacher_pretrained", default=None, help="open_clip tag or local weights file")
     masks.add_argument("--image_size", type=int, default=224, help="clip resolution fed to the teacher")
-    masks.add_argument("--patch_size", type=int, default=16, help="token grid of 'tiny-random' (image_size/patch)")
+    masks.add_argument("--patch_size", type=int, default=16,
+                       help="student patch size: sets the token grid (image_size/patch) of 'tiny-random*' and 'hf:'")
     masks.add_argument("--num_frames", type=int, default=8)
     masks.add_argument("--mask_ratio", type=float, default=0.8)
     masks.add_argument("--seed", type=int, default=0)
@@ -254,8 +257,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if args.command == "curves":
         out = plot_loss_curves(dict(args.run), args.output, log_scale=not args.linear)
     else:
-        from .teacher import build_teacher
-
         teacher = build_teacher(args.teacher, args.teacher_pretrained, num_return_layers=1,
                                 image_size=args.image_size, patch_size=args.patch_size)
         clips = load_clips(args.videos, args.num_frames, args.image_size)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from modeling_umt.masking import gather_visible, random_mask, semantic_mask, tube_mask
-from modeling_umt.teacher import UMTTeacher
+from modeling_umt.teachers import UMTTeacher
 
 REPO = os.environ.get("UMT_OFFICIAL_REPO")
 pytestmark = pytest.mark.skipif(not REPO, reason="UMT_OFFICIAL_REPO unset (path to an unmasked_teacher checkout)")

@@ -1,5 +1,5 @@
-"""Stage-1 training end to end on tiny settings: run_stage1.py in one process, resumption after a kill, and
-2-process DeepSpeed ZeRO-2 / ZeRO-3 on CPU (gloo)."""
+"""Stage-1 training end to end on tiny settings: run_stage1.py in one process, with saved SigLIP and DINOv2-with-
+registers teachers, resumption after a kill, and 2-process DeepSpeed ZeRO-2 / ZeRO-3 on CPU (gloo)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_teacher_transformers import _tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "training_scripts" / "run_stage1.py"
@@ -98,6 +99,26 @@ def test_bf16_trainer_path_trains_and_saves_fp32_weights(tmp_path):
     weights = load_file(str(out / "model" / "model.safetensors"))
     assert {t.dtype for t in weights.values()} == {torch.float32}  # master weights stay fp32
     _assert_loads_quietly(out / "model")
+
+
+@pytest.mark.parametrize("family,width", [("siglip", 40), ("dinov2-registers", 24)])
+def test_run_stage1_with_a_saved_transformers_teacher(tmp_path, family, width):
+    """A SigLIP tower and a DINOv2 tower with registers, saved to a folder, drive Stage 1 through `--teacher hf:<dir>`.
+
+    The towers have patch 4 and were built for 32 px (an 8 x 8 grid); the student's 4 x 4 grid (32 px, patch 8) makes
+    them run at 16 px (the grid rule of `modeling_umt.teachers.registry`), and the student's UTA heads take the
+    teacher's width.
+    """
+    teacher_dir = tmp_path / family
+    _tiny(family, hidden_size=width, patch_size=4).save_pretrained(teacher_dir)
+    out = tmp_path / "run"
+    _run(["--output_dir", str(out), "--max_steps", "2", "--teacher", f"hf:{teacher_dir}"], tmp_path)
+    losses = _losses(out)
+    assert sorted(losses) == [1, 2] and all(math.isfinite(v) for v in losses.values())
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert next(e for e in state["log_history"] if "loss" in e)["visible_ratio"] == pytest.approx(4 / 16)
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["uta_output_dim"] == width
 
 
 def test_killed_run_resumes_and_joins_the_uninterrupted_curve(tmp_path):

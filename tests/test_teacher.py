@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeling_umt.teacher import (
+from modeling_umt.teachers import (
     CLIPVisionTower,
     UMTTeacher,
     resize_positional_embedding,

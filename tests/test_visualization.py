@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from modeling_umt.masking import semantic_mask
-from modeling_umt.teacher import UMTTeacher, build_teacher
+from modeling_umt.teachers import UMTTeacher, build_teacher
 from modeling_umt.visualization import (
     load_clips,
     loss_terms,

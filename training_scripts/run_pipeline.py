@@ -131,7 +131,7 @@ def make_figures(out: str, stage_dirs: dict[str, str], synthetic: dict) -> dict[
     """Loss curves of the three training stages and the semantic mask of the Stage-1 teacher on held-out clips."""
     import torch
 
-    from modeling_umt.teacher import build_teacher
+    from modeling_umt.teachers import build_teacher
     from modeling_umt.visualization import load_clips, plot_loss_curves, plot_semantic_masks
     from processors.datasets import load_video_records
     from processors.synthetic import ensure_synthetic_dataset

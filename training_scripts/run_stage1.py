@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_umt.cli import parse_script_arguments  # noqa: E402
 from modeling_umt import UMTConfig, UMTForPreTraining  # noqa: E402
-from modeling_umt.teacher import UMTTeacher  # noqa: E402
-from modeling_umt.teacher import build_teacher as create_teacher  # noqa: E402
+from modeling_umt.teachers import UMTTeacher  # noqa: E402
+from modeling_umt.teachers import build_teacher as create_teacher  # noqa: E402
 from modeling_umt.trainers import UMTDistillationTrainer, scale_learning_rate  # noqa: E402
 from processors.datasets import DecodeStats, DecoderEpochCallback, VideoClipDecoder, VideoCollator, decode_videos, load_video_records  # noqa: E402
 from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
@@ -63,7 +63,8 @@ class TeacherArguments:
         default="tiny-random",
         metadata={
             "help": "'clip_b16' / 'clip_l14' (official teachers), an open_clip model name, 'hf:<dir or hub id>' for "
-            "transformers CLIP, or 'tiny-random' (a small random CLIP-shaped ViT for CPU demos and tests)."
+            "a transformers CLIP / SigLIP / DINOv2 tower, or 'tiny-random' (a small random CLIP-shaped ViT for CPU "
+            "demos and tests); every name: modeling_umt.teachers.registered_teachers()."
         },
     )
     teacher_pretrained: str | None = field(
@@ -120,7 +121,7 @@ class Stage1TrainingArguments(TrainingArguments):
 
 
 def build_teacher(args: TeacherArguments, num_layers: int, image_size: int, patch_size: int) -> UMTTeacher:
-    """The frozen teacher named by `args`, returning `num_layers` layers (see `modeling_umt.teacher.build_teacher`)."""
+    """The frozen teacher named by `args`, returning `num_layers` layers (see `modeling_umt.teachers.build_teacher`)."""
     autocast = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.teacher_autocast]
     return create_teacher(
         args.teacher, args.teacher_pretrained, num_return_layers=num_layers, image_size=image_size,

@@ -1,9 +1,8 @@
-"""The frozen CLIP image teacher of UMT: intermediate patch tokens and class-token attention.
+"""The official UMT teacher: a fast CLIP image tower (`UMTTeacher`), the `ImageTeacher` of every CLIP source.
 
-UMT aligns the student's unmasked tokens with the last K layers of a frozen CLIP image encoder, and chooses
-which tokens stay visible from the class-token attention of that encoder's last block (semantic masking,
-see `masking.py`). `UMTTeacher` computes both in one pass, treating the frames of a video as independent
-images.
+It is the OpenAI CLIP ViT as the official code runs it: QuickGELU, LayerNorm statistics in float32, fused SDPA in
+every block, and only the class token's row of the last block's attention (for semantic masking). Targets are the
+patch tokens of the returned blocks after `ln_post` and `proj`; the one prefix token (the class token) is dropped.
 
 One forward for every source of weights. Each backend is converted into `CLIPVisionTower`, a small OpenAI
 CLIP ViT whose parameter names are those of OpenAI's `visual.*` state dict. These are also the names of the
@@ -16,24 +15,21 @@ so those load as they are, and transformers' CLIP is renamed key by key:
     UMTTeacher.from_transformers("openai/clip-vit-base-patch16")
     UMTTeacher.from_official_state_dict("b16_25m.pth")               # Stage-2 checkpoint, `clip_teacher.*` keys
 
-Keeping the teacher out of training: it has no trainable parameters, stays in eval mode whatever `train()`
-is called with, and runs under `torch.no_grad()`. Hold it *outside* the model given to `Trainer` or
-DeepSpeed, e.g. as an attribute of the trainer that you move to the device yourself. Then it is in no
-optimizer group, not in any saved checkpoint, and ZeRO-3 does not partition it: every rank keeps a full
-copy, which a forward-only model needs anyway. If it must hang off the student, attach it without
-registering a submodule (`object.__setattr__(student, "teacher", teacher)`), or it lands in `state_dict()`.
+How to keep a teacher out of training: see `base.py`.
 """
 
 import math
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
-from transformers.utils import ModelOutput
+from transformers import AutoConfig, CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
+
+from .base import ImageTeacher, check_not_partitioned, class_token_attention
 
 # name -> how the official UMT recipes use it. The open_clip names carry QuickGELU, as OpenAI's weights need.
 TEACHER_PRESETS = {
@@ -91,11 +87,7 @@ class CLIPAttention(nn.Module):
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(N, L, 3, self.heads, -1)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (N, heads, L, hd)
         out = F.scaled_dot_product_attention(q, k, v)  # (N, heads, L, hd); the fused kernel keeps no L x L map
-        cls_attention = None
-        if return_cls_attention:
-            # Semantic masking needs only row 0 of the attention map: (N, heads, 1, L) costs O(L), not O(L^2).
-            logits = (q[:, :, :1] * self.scale) @ k.transpose(-2, -1)
-            cls_attention = logits.float().softmax(dim=-1).mean(dim=1)[:, 0]  # head average, as in MHA's weights
+        cls_attention = class_token_attention(q[:, :, :1], k, self.scale) if return_cls_attention else None
         return self.out_proj(out.transpose(1, 2).reshape(N, L, D)), cls_attention
 
 
@@ -240,7 +232,6 @@ def _tower_from_state_dict(sd: dict, heads: Optional[int], act: str, eps: float,
 def _read_checkpoint(path: Union[str, os.PathLike]) -> dict:
     """Load a .safetensors / .pt / .pth / .bin file (tensors only: weights_only=True) on the CPU."""
     if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -263,27 +254,11 @@ def _visual_keys(sd: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The UMT teacher
+# The teacher
 
 
-@dataclass
-class UMTTeacherOutput(ModelOutput):
-    """Targets and attention from `UMTTeacher`.
-
-    Args:
-        hidden_states: (K, B, T*HW, D_out) float32. Patch tokens of the last K blocks, ascending block order,
-            each after `ln_post` and `proj`; tokens t-major (frame, then row, then column), like the student's.
-            Not L2-normalised unless the teacher was built with `normalize=True`.
-        cls_attention: (B, T, HW) float32. Class token -> patch attention of the last block, averaged over
-            heads; the cls->cls entry is dropped, so rows sum to slightly less than 1. None if not requested.
-    """
-
-    hidden_states: Optional[torch.Tensor] = None
-    cls_attention: Optional[torch.Tensor] = None
-
-
-class UMTTeacher(nn.Module):
-    """Frozen CLIP image teacher for UMT distillation (Stage 1 and the Stage-2 UTA loss).
+class UMTTeacher(ImageTeacher):
+    """Frozen CLIP image teacher for UMT distillation (Stage 1 and the Stage-2 UTA loss), on the fast CLIP tower.
 
     Args:
         vision: the image tower (build it with a `from_*` constructor rather than by hand).
@@ -297,53 +272,28 @@ class UMTTeacher(nn.Module):
 
     Input `pixel_values` (B, T, 3, H, W) is the student's tensor, ImageNet-normalised as in the official
     pipeline (no CLIP renormalisation). Frames are resized bicubically to the teacher's `image_size` when needed.
+    The class token is the one prefix token: `cls_attention` holds the class -> patch entries only.
     """
 
     def __init__(self, vision: CLIPVisionTower, num_return_layers: int = 6, return_interval: float = 1,
                  normalize: bool = False, autocast_dtype: Optional[torch.dtype] = None):
-        super().__init__()
-        if not 1 <= num_return_layers <= vision.layers:
-            raise ValueError(f"num_return_layers={num_return_layers} must be in [1, {vision.layers}] (teacher depth)")
-        return_index = sorted(vision.layers - int(i * return_interval) - 1 for i in range(num_return_layers))
-        if return_interval < 1 or return_index[0] < 0:
-            raise ValueError(f"return_interval={return_interval} must be >= 1 and keep all {num_return_layers} "
-                             f"indices inside the {vision.layers} blocks")
-        if autocast_dtype not in (None, torch.bfloat16, torch.float16):
-            raise ValueError(f"autocast_dtype={autocast_dtype} must be None, torch.bfloat16 or torch.float16")
+        super().__init__(depth=vision.layers, image_size=vision.image_size, num_patches=vision.grid_size ** 2,
+                         output_dim=vision.output_dim, num_prefix_tokens=1, num_return_layers=num_return_layers,
+                         return_interval=return_interval, normalize=normalize, autocast_dtype=autocast_dtype)
         self.vision = vision
-        self.return_index, self.normalize, self.autocast_dtype = return_index, normalize, autocast_dtype
-        self.image_size, self.num_patches, self.output_dim = vision.image_size, vision.grid_size ** 2, vision.output_dim
-        self.requires_grad_(False)
-        self.eval()
+        self.freeze()
 
-    def train(self, mode: bool = True) -> "UMTTeacher":
-        """Always eval: a parent's `model.train()` must not switch the frozen teacher to train mode."""
-        return super().train(False)
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return self.vision.conv1.weight.dtype
 
-    @torch.no_grad()  # not inference_mode: the targets are later used beside tensors that need grad
-    def forward(self, pixel_values: torch.Tensor, return_cls_attention: bool = True) -> UMTTeacherOutput:
-        """pixel_values (B, T, 3, H, W) -> hidden_states (K, B, T*HW, D_out), cls_attention (B, T, HW) or None."""
-        if pixel_values.ndim != 5 or pixel_values.shape[2] != 3:
-            raise ValueError(f"pixel_values must be (B, T, 3, H, W); got shape {tuple(pixel_values.shape)}")
-        B, T, C, H, W = pixel_values.shape
-        S = self.image_size
-        x = pixel_values.to(self.vision.conv1.weight.dtype)
-        if (H, W) != (S, S):
-            # As the official engine: one bicubic resize of every (frame, channel) plane of the normalised video.
-            x = F.interpolate(x.reshape(B, T * C, H, W), size=(S, S), mode="bicubic", align_corners=False)
-        frames = x.reshape(B * T, C, S, S)  # b-major, so (B*T, HW) rows regroup into t-major (B, T*HW)
-        with torch.autocast(frames.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            features, cls_attention = self.vision(frames, self.return_index, return_cls_attention)
-        K, _, HW, D = features.shape
-        hidden_states = features.view(K, B, T * HW, D)
-        if self.normalize:
-            hidden_states = F.normalize(hidden_states, dim=-1)
+    def forward_frames(self, frames: torch.Tensor,
+                       return_cls_attention: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """frames (N, 3, S, S) -> features (K, N, HW, D_out) float32, cls attention (N, HW) float32 or None."""
+        features, cls_attention = self.vision(frames, self.return_index, return_cls_attention)
         if cls_attention is not None:
-            cls_attention = cls_attention[:, 1:].reshape(B, T, HW)
-        return UMTTeacherOutput(hidden_states=hidden_states, cls_attention=cls_attention)
-
-    def extra_repr(self) -> str:
-        return f"return_index={self.return_index}, image_size={self.image_size}, normalize={self.normalize}"
+            cls_attention = cls_attention[:, self.num_prefix_tokens:]  # drop the class token's own entry
+        return features, cls_attention
 
     # ------------------------------------------------------------------------------------------------------
     # Constructors
@@ -386,7 +336,7 @@ class UMTTeacher(nn.Module):
             quick_gelu: force QuickGELU. None follows the tag (OpenAI weights need it) or the model name.
             kwargs: passed to `UMTTeacher` (num_return_layers, return_interval, normalize, autocast_dtype).
         """
-        import open_clip
+        import open_clip  # about 5 s to import (timm and more): only the open_clip constructor pays for it
         from open_clip.transformer import QuickGELU as OpenCLIPQuickGELU
         from open_clip.transformer import VisionTransformer
 
@@ -423,31 +373,30 @@ class UMTTeacher(nn.Module):
                           image_size: Optional[int] = None, **kwargs) -> "UMTTeacher":
         """Teacher from transformers' CLIP: a hub id or local directory, a model, or a `CLIPVisionConfig`.
 
-        A path or hub id loads `CLIPVisionModelWithProjection` (a full `CLIPModel` checkpoint works too). A
+        A path or hub id loads `CLIPVisionModelWithProjection` (a full `CLIPModel` checkpoint works too), or
+        `CLIPVisionModel` when the checkpoint was saved from one (it has no projection to load). A
         `CLIPVisionConfig` builds random weights (tests). Models accepted: `CLIPVisionModelWithProjection`,
         `CLIPModel`, or `CLIPVisionModel`; the last has no projection, so D_out is the hidden size.
+        `image_size`: teacher input resolution; positions are resized bicubically. Default: the model's.
         kwargs go to `UMTTeacher`. Under DeepSpeed ZeRO-3, call this before `TrainingArguments` is created:
         afterwards transformers loads every model partitioned.
         """
-        from transformers import AutoConfig, CLIPVisionConfig, CLIPVisionModelWithProjection
-
         owned = not isinstance(model, nn.Module)
         if isinstance(model, CLIPVisionConfig):
             model = CLIPVisionModelWithProjection(model)
         elif isinstance(model, (str, os.PathLike)):
             config = AutoConfig.from_pretrained(model)
             vision_config = getattr(config, "vision_config", config)
-            # A full CLIPModel checkpoint keeps projection_dim on the outer config, not on vision_config.
-            vision_config.projection_dim = getattr(config, "projection_dim", vision_config.projection_dim)
-            model = CLIPVisionModelWithProjection.from_pretrained(model, config=vision_config)
+            if config.architectures == ["CLIPVisionModel"]:  # no projection saved: do not invent a random one
+                model = CLIPVisionModel.from_pretrained(model, config=vision_config)
+            else:
+                # A full CLIPModel checkpoint keeps projection_dim on the outer config, not on vision_config.
+                vision_config.projection_dim = getattr(config, "projection_dim", vision_config.projection_dim)
+                model = CLIPVisionModelWithProjection.from_pretrained(model, config=vision_config)
         elif not isinstance(model, nn.Module):
             raise ValueError("model must be a hub id, a directory, a CLIP model or a CLIPVisionConfig; "
                              f"got {type(model).__name__}")
-        if any(hasattr(p, "ds_id") for p in model.parameters()):
-            # from_pretrained runs under deepspeed.zero.Init once TrainingArguments has enabled ZeRO-3: each rank
-            # would hold only a shard of the weights.
-            raise ValueError("model has ZeRO-3-partitioned parameters; build the teacher before creating "
-                             "TrainingArguments with a ZeRO-3 config (the teacher is never partitioned)")
+        check_not_partitioned(model)
         vision = getattr(model, "vision_model", model)
         projection = getattr(model, "visual_projection", None)
         cfg = vision.config
@@ -498,32 +447,3 @@ class UMTTeacher(nn.Module):
             raise ValueError(f"state_dict must be a dict or a checkpoint path; got {type(state_dict).__name__}")
         tower = _tower_from_state_dict(_visual_keys(state_dict), num_heads, act, eps, image_size, copy=not owned)
         return cls(tower, **kwargs)
-
-
-def build_teacher(name: str, pretrained: Optional[str] = None, num_return_layers: int = 6,
-                  image_size: int = 224, patch_size: int = 16, autocast_dtype: Optional[torch.dtype] = None,
-                  **kwargs) -> "UMTTeacher":
-    """The teacher a training script names with `--teacher` / `--teacher_pretrained`:
-
-    - "clip_b16" / "clip_l14": the official teachers (`pretrained`: open_clip tag such as "openai", or a local file);
-    - "hf:<dir or hub id>": a transformers `CLIPVisionModel` / `CLIPModel`;
-    - "tiny-random": a small CLIP-shaped tower (width 128, 6 blocks, 4 heads) whose token grid matches a student of
-      `image_size` / `patch_size`, with random weights drawn from a fixed seed, so every script (and the figure module)
-      that asks for it gets the same teacher. For CPU demos and tests only: nothing to download, nothing learned;
-    - any other string: an open_clip model name (`pretrained` as above).
-    Other kwargs go to `UMTTeacher` (return_interval, normalize)."""
-    kwargs = dict(num_return_layers=num_return_layers, autocast_dtype=autocast_dtype, **kwargs)
-    if name == "tiny-random":
-        state = torch.random.get_rng_state()
-        try:
-            torch.manual_seed(1234)
-            tower = CLIPVisionTower(width=128, layers=6, heads=4, patch_size=patch_size, image_size=image_size,
-                                    output_dim=128)
-        finally:
-            torch.random.set_rng_state(state)  # do not disturb the caller's random stream
-        return UMTTeacher(tower, **kwargs)
-    if name in TEACHER_PRESETS:
-        return UMTTeacher.from_preset(name, pretrained=pretrained, **kwargs)
-    if name.startswith("hf:"):
-        return UMTTeacher.from_transformers(name[3:], **kwargs)
-    return UMTTeacher.from_open_clip(name, pretrained=pretrained, **kwargs)

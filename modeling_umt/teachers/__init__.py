@@ -1,0 +1,30 @@
+"""Frozen image teachers of UMT, as plug-ins.
+
+- `base.py`: `ImageTeacher`, what every teacher is (targets after the teacher's output norm and projection, the
+  last block's class-token attention over the patches, `num_prefix_tokens`), and its output `UMTTeacherOutput`.
+- `clip.py`: `UMTTeacher`, the official teacher on a fast CLIP tower (open_clip, OpenAI, official and transformers
+  CLIP weights).
+- `transformers_teacher.py`: `TransformersTeacher`, any supported transformers vision tower (CLIP, SigLIP, DINOv2,
+  DINOv2 with registers).
+- `registry.py`: `build_teacher(name, ...)`, the names `--teacher` accepts, and `register_teacher` to add one.
+
+A new teacher is a subclass of `ImageTeacher` that implements `forward_frames`, registered with `register_teacher`.
+"""
+
+from .base import ImageTeacher, UMTTeacherOutput
+from .clip import TEACHER_PRESETS, CLIPVisionTower, UMTTeacher, resize_positional_embedding
+from .registry import build_teacher, register_teacher, registered_teachers
+from .transformers_teacher import TransformersTeacher
+
+__all__ = [
+    "ImageTeacher",
+    "UMTTeacherOutput",
+    "UMTTeacher",
+    "CLIPVisionTower",
+    "TEACHER_PRESETS",
+    "resize_positional_embedding",
+    "TransformersTeacher",
+    "build_teacher",
+    "register_teacher",
+    "registered_teachers",
+]
