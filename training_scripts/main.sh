@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash training_scripts/setup_env.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false DS_ACCELERATOR=cpu
-exec .venv/bin/python training_scripts/run_pipeline.py "$@"
+exec "${UMT_VENV:-.venv}/bin/python" training_scripts/run_pipeline.py "$@"
