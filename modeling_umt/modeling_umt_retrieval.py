@@ -48,8 +48,9 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_umt import UMTConfig
 from .configuration_umt_retrieval import STAGE2_VISION_DEFAULTS, UMTRetrievalConfig
-from .losses import mask_tokens_for_mlm, mlm_loss, uta_loss, video_text_similarity, vtc_loss, vtm_loss, vtm_negatives
-from .modeling_umt import UMTAlignmentHead, UMTVideoModel, gather_visible, sinusoid_table
+from .alignment import UMTAlignmentHead, UMTAlignmentHeads
+from .losses import mask_tokens_for_mlm, mlm_loss, video_text_similarity, vtc_loss, vtm_loss, vtm_negatives
+from .modeling_umt import UMTVideoModel
 
 logger = logging.get_logger(__name__)
 
@@ -273,6 +274,9 @@ class UMTRetrievalPreTrainedModel(PreTrainedModel):
             init.zeros_(module.dense.bias)
             init.ones_(module.norm.weight)
             init.zeros_(module.norm.bias)
+        elif isinstance(module, UMTAlignmentHeads):
+            num_patches = self.config.vision_config.num_patches
+            init.copy_(module.position_embeddings, module.compute_position_embeddings(num_patches))
         elif isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
@@ -307,7 +311,7 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
         super().__init__(config)
         vc, tc = config.vision_config, config.text_config
         self.vision_model = UMTVideoModel(vc)
-        self.uta_heads = nn.ModuleList([UMTAlignmentHead(vc) for _ in range(vc.num_uta_layers)])
+        self.uta_heads = UMTAlignmentHeads(vc)
         self.vision_proj = nn.Linear(vc.hidden_size, config.embed_dim)
         self.text_model = UMTTextModel(tc, config.fusion_layer, vc.hidden_size)
         self.text_proj = nn.Linear(tc.hidden_size, config.embed_dim)
@@ -383,25 +387,10 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
         """One pass through the ViT returning the tokens (B, N_vis, Dv), the pooled features ((B, Dv) under a mask,
         else (B, T', Dv) with temporal pooling) and, when `with_uta`, the alignment-head outputs (K, B, N_vis, Dt):
         the last K blocks through the shared final norm, plus the sin-cos table, through one head each."""
-        vm, vc = self.vision_model, self.config.vision_config
-        hidden = vm.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding)
-        collect = tuple(vc.uta_layer_indices) if with_uta else ()
-        last, collected = vm.encoder(hidden, collect_layers=collect)
-        norm = vm.layernorm if vm.layernorm is not None else nn.Identity()
-        last = norm(last)
-        frames = None if bool_masked_pos is not None else pixel_values.shape[1] // vc.tubelet_size
-        pooled = vm.pooler(last, frames)
-        uta = None
-        if collect:
-            b, n_vis, d = last.shape
-            stacked = norm(torch.stack(collected))  # (K, B, N_vis, Dv)
-            n_all = n_vis if bool_masked_pos is None else bool_masked_pos.shape[1]
-            positions = sinusoid_table(n_all, d)[None].to(device=stacked.device, dtype=stacked.dtype).expand(b, -1, -1)
-            if bool_masked_pos is not None:
-                positions = gather_visible(positions, bool_masked_pos)
-            stacked = stacked + positions
-            uta = torch.stack([head(stacked[k]) for k, head in enumerate(self.uta_heads)])
-        return last, pooled, uta
+        layers = tuple(self.config.vision_config.uta_layer_indices) if with_uta else ()
+        out = self.vision_model.forward_intermediates(pixel_values, layers, bool_masked_pos, interpolate_pos_encoding)
+        uta = self.uta_heads(out.intermediates, out.bool_masked_pos) if with_uta else None
+        return out.last_hidden_state, out.pooler_output, uta
 
     # ---- text -----------------------------------------------------------------------------------------------------
     def get_text_features(
@@ -586,7 +575,7 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
                     input_ids, attention_mask, video_tokens, mlm_input_ids=mlm_input_ids, mlm_labels=mlm_labels
                 )
             if with_uta:
-                losses["loss_uta"] = self._uta_loss(uta, teacher_features, bool_masked_pos)
+                losses["loss_uta"] = self.uta_heads.loss(uta, teacher_features, bool_masked_pos)
             weights = dict(
                 loss_vtc=c.vtc_loss_weight, loss_vtm=c.vtm_loss_weight, loss_mlm=c.mlm_loss_weight,
                 loss_uta=c.uta_loss_weight,
@@ -634,22 +623,6 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
         ).last_hidden_state
         chosen = mlm_labels != -100
         return mlm_loss(self.mlm_head(hidden[chosen]), mlm_labels[chosen])
-
-    def _uta_loss(
-        self, student: torch.Tensor, teacher: torch.Tensor, bool_masked_pos: torch.Tensor | None
-    ) -> torch.Tensor:
-        """UTA between the student heads (K, B, N_vis, Dt) and the teacher (K, B, N or N_vis, Dt)."""
-        k, b, n_vis, d = student.shape
-        if teacher.shape[2] != n_vis and bool_masked_pos is not None:
-            teacher = gather_visible(
-                teacher.reshape(teacher.shape[0] * b, teacher.shape[2], teacher.shape[3]), bool_masked_pos.repeat(k, 1)
-            ).view(k, b, n_vis, teacher.shape[-1])
-        if teacher.shape != student.shape:
-            raise ValueError(
-                f"`teacher_features` must have shape {tuple(student.shape)} (or the full-token shape before masking), "
-                f"got {tuple(teacher.shape)}."
-            )
-        return uta_loss(student, teacher)
 
     # ---- building from parts ----------------------------------------------------------------------------------------
     def load_text_encoder(self, name_or_path: str | os.PathLike) -> dict[str, list[str]]:

@@ -30,7 +30,7 @@ from modeling_umt.convert_original_checkpoint import (
     to_official_state_dict,
     unwrap_state_dict,
 )
-from modeling_umt.modeling_umt import build_position_embeddings
+from modeling_umt.positions import build_position_embeddings
 
 ROOT = Path(__file__).resolve().parents[1]
 C, DEPTH, HEADS, MLP, PATCH = 32, 2, 4, 64, 16  # tiny: width 32, 2 blocks, 4 heads
