@@ -59,7 +59,8 @@ class UMTAlignmentHeads(nn.ModuleList):
     def __init__(self, config: UMTConfig):
         super().__init__([UMTAlignmentHead(config) for _ in range(config.num_uta_layers)])
         self.hidden_size = config.hidden_size
-        self.register_buffer("position_embeddings", self.compute_position_embeddings(config.num_patches), persistent=False)
+        table = self.compute_position_embeddings(config.num_patches)
+        self.register_buffer("position_embeddings", table, persistent=False)
 
     def compute_position_embeddings(self, num_tokens: int) -> torch.Tensor:
         """The (1, num_tokens, D) sin-cos table of the aligned tokens (the official UTA rule: a table over the

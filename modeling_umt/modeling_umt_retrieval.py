@@ -11,10 +11,10 @@ The similarity of a video and a text is the cosine of their projections averaged
 1-frame videos), divided by a learnable temperature (0.07, clamped to [0.001, 0.5]). Retrieval ranks by similarity and
 re-ranks the top k = 128 by the ITM head's match logit (official_umt.md §5.6).
 
-The text side (`modeling_umt_text.py`) reuses transformers' BERT pieces (`BertEmbeddings`, `BertLayer`, `BertAttention`, `BertIntermediate`,
-`BertOutput`, `BertOnlyMLMHead`); only the fusion layer (self-attention, cross-attention whose keys/values come from the
-video width, feed-forward) is assembled here. Parameter names follow BERT's, so any BERT checkpoint loads into it
-(`load_text_encoder`) with only the cross-attention left to initialise.
+The text side (`modeling_umt_text.py`) reuses transformers' BERT pieces (`BertEmbeddings`, `BertLayer`,
+`BertAttention`, `BertIntermediate`, `BertOutput`, `BertOnlyMLMHead`); only the fusion layer (self-attention,
+cross-attention whose keys/values come from the video width, feed-forward) is assembled there. Parameter names follow
+BERT's, so any BERT checkpoint loads into it (`load_text_encoder`) with only the cross-attention left to initialise.
 
 Shapes: B batch, T frames, N video tokens (visible ones when masked), Dv video width, L text length, H text width,
 E embed_dim, V vocabulary.

@@ -84,7 +84,8 @@ def test_alignment_heads_add_the_gathered_table_then_project():
     for k, head in enumerate(heads):
         torch.testing.assert_close(out[k], head.norm(head.dense(x[k] + positions)), atol=0, rtol=0)
     # another layout (no mask, 5 tokens) builds its own table
-    torch.testing.assert_close(heads(x[:, :, :5])[0], heads[0].norm(heads[0].dense(x[0, :, :5] + sinusoid_table(5, 32))))
+    expected = heads[0].norm(heads[0].dense(x[0, :, :5] + sinusoid_table(5, 32)))
+    torch.testing.assert_close(heads(x[:, :, :5])[0], expected)
 
 
 def test_alignment_loss_gathers_full_teacher_targets_and_checks_shapes():

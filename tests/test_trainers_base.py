@@ -94,7 +94,8 @@ def test_timm_soft_target_pieces_equal_the_hand_written_formulas():
     assert torch.equal(soft_target_cross_entropy(logits, by_hand), expected)
     # mixed targets: lam * smooth(y) + (1 - lam) * smooth(y.flip(0)), bit for bit
     torch.manual_seed(3)
-    _, targets, lam = VideoMixup(5, mixup_alpha=0.8, cutmix_alpha=0.0, label_smoothing=0.1)(torch.randn(4, 2, 3, 8, 8), labels)
+    mixup = VideoMixup(5, mixup_alpha=0.8, cutmix_alpha=0.0, label_smoothing=0.1)
+    _, targets, lam = mixup(torch.randn(4, 2, 3, 8, 8), labels)
     assert lam < 1.0 and torch.equal(targets, by_hand * lam + by_hand.flip(0) * (1.0 - lam))
 
 

@@ -75,8 +75,8 @@ class UMTTrainer(Trainer):
       (seed, step, micro-step, process), and restores the global RNG afterwards: a resumed run repeats exactly the
       steps an uninterrupted run would take, whatever the data loader consumed in between, and each process of a
       distributed run still draws differently.
-    - Logging: besides `loss`, every loss term of the model's output (see `output_loss_terms`) and every scalar passed to
-      `record`, averaged between two log events.
+    - Logging: besides `loss`, every loss term of the model's output (see `output_loss_terms`) and every scalar
+      passed to `record`, averaged between two log events.
     - Weight decay follows the official rule (`decay_parameter_names`: none on 1-D parameters); override
       `get_decay_parameter_names` for another.
     - `prediction_step`: the loss, and as predictions whatever `predictions_from` returns (None by default: the
