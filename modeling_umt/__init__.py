@@ -9,12 +9,15 @@ from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoMod
 
 from .configuration_umt import UMT_PRESETS, UMTConfig
 from .configuration_umt_retrieval import UMTRetrievalConfig
+from .alignment import UMTAlignmentHeads
+from .loading import load_video_classifier, select_label_subset
 from .losses import uta_loss
 from .modeling_umt import (
     UMTForPreTraining,
     UMTForPreTrainingOutput,
     UMTForVideoClassification,
     UMTFrameLevelClassifier,
+    UMTIntermediatesOutput,
     UMTPreTrainedModel,
     UMTVideoModel,
 )
@@ -58,7 +61,11 @@ __all__ = [
     "UMTFrameLevelClassifier",
     "UMTForPreTraining",
     "UMTForPreTrainingOutput",
+    "UMTIntermediatesOutput",
+    "UMTAlignmentHeads",
     "uta_loss",
+    "load_video_classifier",
+    "select_label_subset",
     "UMTRetrievalConfig",
     "UMTForVideoTextRetrieval",
     "UMTVideoTextOutput",

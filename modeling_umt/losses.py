@@ -1,13 +1,16 @@
 """UMT losses, one function per equation of the paper.
 
 `uta_loss` is Unmasked Token Alignment (Stage 1 and Stage 2); `vtc_loss`, `vtm_loss` and `mlm_loss` are the Stage-2
-video-text contrastive, matching and masked-language-modelling losses (official_umt.md §5.3).
+video-text contrastive, matching and masked-language-modelling losses (official_umt.md §5.3); `soft_target_cross_entropy`
+with `smooth_one_hot` targets is the fine-tuning loss (official §4.3).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.data.mixup import one_hot
+from timm.loss import SoftTargetCrossEntropy
 
 
 def uta_loss(student: torch.Tensor, teacher: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -30,9 +33,6 @@ def uta_loss(student: torch.Tensor, teacher: torch.Tensor, reduction: str = "mea
     if reduction == "mean":
         return per_token.mean()
     raise ValueError(f"`reduction` must be 'mean' or 'per_layer', got {reduction!r}.")
-
-
-__all__ = ["uta_loss"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -224,10 +224,35 @@ def mlm_loss(prediction_logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits, labels, ignore_index=-100)
 
 
-__all__ += [
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fine-tuning: cross-entropy against mixed, label-smoothed targets
+# ----------------------------------------------------------------------------------------------------------------
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets: mean over the batch of sum_k -targets[k] * log_softmax(logits)[k].
+
+    logits (B, K), targets (B, K) rows summing to 1 -> scalar float32 (timm's `SoftTargetCrossEntropy`, fed float32
+    so it is computed in float32 under fp16 / bf16).
+    """
+    if logits.shape != targets.shape:
+        raise ValueError(f"`targets` must have the shape of `logits` {tuple(logits.shape)}, got {tuple(targets.shape)}.")
+    return SoftTargetCrossEntropy()(logits.float(), targets.float())
+
+
+def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
+    """(B,) class ids -> (B, K) float32 targets: 1 - smoothing + smoothing / K on the class, smoothing / K elsewhere
+    (timm's `one_hot` with those values)."""
+    off = smoothing / num_classes
+    return one_hot(labels, num_classes, on_value=1.0 - smoothing + off, off_value=off)
+
+
+__all__ = [
     "gather_with_local_grad",
     "mask_tokens_for_mlm",
     "mlm_loss",
+    "smooth_one_hot",
+    "soft_target_cross_entropy",
+    "uta_loss",
     "video_text_similarity",
     "vtc_loss",
     "vtm_loss",

@@ -85,18 +85,33 @@ def tube_mask(batch: int, num_frames: int, tokens_per_frame: int, mask_ratio: fl
     return per_frame.unsqueeze(1).expand(-1, num_frames, -1).reshape(per_frame.shape[0], -1)
 
 
-def gather_visible(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def gather_visible(tokens: torch.Tensor, mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
     """Keep the visible tokens: (..., B, N, C) with mask (B, N) -> (..., B, N_vis, C), order preserved.
 
-    This is the official `x[~mask].reshape(B, -1, C)`, also for a leading layer axis (teacher targets
-    (K, B, N, C)). Raises ValueError unless every sample has the same number of visible tokens.
+    The one gather of the project: the student's tokens (B, N, D), the UTA position table and the teacher targets
+    (K, B, N, C) all go through it. It is the official `x[~mask].reshape(B, -1, C)`, extended to leading axes.
+    The mask is moved to the tokens' device. `name` is the argument name the caller's users know (for errors).
+    Raises ValueError unless the mask is bool (B, N) matching `tokens` and every sample keeps the same number of
+    tokens (so the visible tokens stack without padding).
     """
     if mask.dtype != torch.bool or mask.ndim != 2:
-        raise ValueError(f"mask must be bool (B, N); got {mask.dtype} of shape {tuple(mask.shape)}")
-    if tokens.ndim < 3 or tokens.shape[-3:-1] != mask.shape:
-        raise ValueError(f"tokens must be (..., B, N, C) with (B, N) = {tuple(mask.shape)}; got {tuple(tokens.shape)}")
+        raise ValueError(f"{name} must be bool (B, N); got {mask.dtype} of shape {tuple(mask.shape)}")
+    if tokens.ndim < 3:
+        raise ValueError(f"tokens must be (..., B, N, C); got shape {tuple(tokens.shape)}")
+    if tokens.shape[-3:-1] != mask.shape:
+        raise ValueError(
+            f"`{name}` must have shape (batch, num_tokens) = {tuple(tokens.shape[-3:-1])}: tokens must be "
+            f"(..., B, N, C) with (B, N) the mask's shape; got tokens {tuple(tokens.shape)} and mask "
+            f"{tuple(mask.shape)}."
+        )
+    mask = mask.to(tokens.device)
     visible = (~mask).sum(dim=1)
-    if bool((visible != visible[0]).any()):
-        raise ValueError(f"mask keeps a different number of tokens per sample ({visible.tolist()}); "
-                         "expected equal counts so the visible tokens stack without padding")
+    if mask.shape[0] and bool((visible != visible[0]).any()):
+        raise ValueError(
+            f"`{name}` must mask the same number of tokens in every sample, so the visible tokens stack without "
+            f"padding; a different number of tokens is visible per sample: {visible.tolist()}."
+        )
     return tokens[..., ~mask, :].reshape(*tokens.shape[:-3], mask.shape[0], -1, tokens.shape[-1])
+
+
+__all__ = ["gather_visible", "random_mask", "semantic_mask", "tube_mask"]

@@ -10,7 +10,7 @@ Shapes: B batch, T frames, C channels, H x W pixels, N = T' * H' * W' tokens, D 
 """
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,82 +28,13 @@ from transformers.utils.output_capturing import capture_outputs
 
 from transformers.utils import logging
 
+from .alignment import UMTAlignmentHeads
 from .configuration_umt import UMTConfig
-from .losses import uta_loss
+from .masking import gather_visible
+from .positions import build_position_embeddings
 from .storage import AlignedLoadingMixin
 
 logger = logging.get_logger(__name__)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Fixed sin-cos position table
-# ----------------------------------------------------------------------------------------------------------------
-def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:
-    """The Transformer sin-cos table, sin and cos interleaved: (num_positions, dim) float32.
-
-    angle[p, j] = p / 10000 ** (2 * (j // 2) / dim); even columns take sin, odd columns cos. Computed in float64
-    and cast once, as the official numpy code does, so the float32 table is bit-compatible with it.
-    """
-    pos = torch.arange(num_positions, dtype=torch.float64)[:, None]
-    j = torch.arange(dim, dtype=torch.float64)
-    angle = pos / torch.pow(torch.tensor(10000.0, dtype=torch.float64), 2 * torch.div(j, 2, rounding_mode="floor") / dim)
-    table = torch.empty_like(angle)
-    table[:, 0::2] = torch.sin(angle[:, 0::2])
-    table[:, 1::2] = torch.cos(angle[:, 1::2])
-    return table.float()
-
-
-def build_position_embeddings(
-    frames: int,
-    grid: tuple[int, int],
-    dim: int,
-    rule: str = "interpolated",
-    reference_frames: int = 8,
-    reference_grid: int = 14,
-) -> torch.Tensor:
-    """Position embeddings for a (frames, grid_h, grid_w) token layout: (1, frames * grid_h * grid_w, dim) float32.
-
-    `rule="direct"` is a sin-cos table over the flattened index (official pre-training and Stage 2).
-    `rule="interpolated"` is the official fine-tuning rule: build the table for the reference layout
-    (`reference_frames` x `reference_grid`^2), resize it bicubically in space, then linearly in time.
-    """
-    gh, gw = grid
-    n = frames * gh * gw
-    if rule == "direct" or (frames == reference_frames and (gh, gw) == (reference_grid, reference_grid)):
-        return sinusoid_table(n, dim)[None]
-    if rule != "interpolated":
-        raise ValueError(f"`rule` must be 'interpolated' or 'direct', got {rule!r}.")
-    table = sinusoid_table(reference_frames * reference_grid**2, dim)
-    table = table.view(reference_frames, reference_grid, reference_grid, dim)  # (T0, P, P, D)
-    if (gh, gw) != (reference_grid, reference_grid):
-        table = F.interpolate(table.permute(0, 3, 1, 2), size=(gh, gw), mode="bicubic", align_corners=False)
-        table = table.permute(0, 2, 3, 1)  # (T0, gh, gw, D)
-    if frames != reference_frames:
-        table = table.permute(1, 2, 3, 0).reshape(gh * gw, dim, reference_frames)  # time last for 1-D interpolation
-        table = F.interpolate(table, size=frames, mode="linear", align_corners=False)
-        table = table.view(gh, gw, dim, frames).permute(3, 0, 1, 2)  # (T, gh, gw, D)
-    return table.reshape(1, n, dim).contiguous()
-
-
-def gather_visible(x: torch.Tensor, bool_masked_pos: torch.Tensor) -> torch.Tensor:
-    """Keep the unmasked tokens in order: x (B, N, D), mask (B, N) bool with True = dropped -> (B, N_vis, D).
-
-    Every sample must drop the same number of tokens so the result stays a dense batch (as the official
-    `x[~mask].reshape(B, -1, C)`).
-    """
-    b, n, d = x.shape
-    if bool_masked_pos.shape != (b, n):
-        raise ValueError(
-            f"`bool_masked_pos` must have shape (batch, num_tokens) = {(b, n)}, got {tuple(bool_masked_pos.shape)}."
-        )
-    bool_masked_pos = bool_masked_pos.to(device=x.device, dtype=torch.bool)
-    visible = (~bool_masked_pos).sum(1)
-    if b and not torch.all(visible == visible[0]):
-        raise ValueError(
-            f"`bool_masked_pos` must mask the same number of tokens in every sample; visible counts are "
-            f"{visible.tolist()}."
-        )
-    return x[~bool_masked_pos].reshape(b, -1, d)
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -207,7 +138,7 @@ class UMTEmbeddings(nn.Module):
         x = self.patch_embeddings(pixel_values)
         x = x + pos.to(x.dtype)
         if bool_masked_pos is not None:
-            x = gather_visible(x, bool_masked_pos)
+            x = gather_visible(x, bool_masked_pos, name="bool_masked_pos")
         return self.dropout(x)
 
 
@@ -426,9 +357,8 @@ class UMTPreTrainedModel(AlignedLoadingMixin, PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, UMTEmbeddings):
             init.copy_(module.position_embeddings, module.compute_position_embeddings(self.config.grid_size))
-        elif isinstance(module, UMTForPreTraining):
-            table = sinusoid_table(self.config.num_patches, self.config.hidden_size)[None]
-            init.copy_(module.uta_position_embeddings, table)
+        elif isinstance(module, UMTAlignmentHeads):
+            init.copy_(module.position_embeddings, module.compute_position_embeddings(self.config.num_patches))
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, with every UMT head in the config's `auto_map`, so a saved directory
@@ -453,6 +383,20 @@ class UMTPreTrainedModel(AlignedLoadingMixin, PreTrainedModel):
 # ----------------------------------------------------------------------------------------------------------------
 # Models
 # ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class UMTIntermediatesOutput(BaseModelOutputWithPooling):
+    """`UMTVideoModel.forward_intermediates` output.
+
+    last_hidden_state: (B, N_vis, D) final tokens (after the final LayerNorm when the model has one).
+    pooler_output: as `UMTVideoModel.forward` (None without a pooler).
+    intermediates: (K, B, N_vis, D) outputs of the chosen blocks, ascending (None when none were asked for).
+    bool_masked_pos: (B, N) bool on the tokens' device, True = dropped (None without a mask).
+    """
+
+    intermediates: torch.Tensor | None = None
+    bool_masked_pos: torch.Tensor | None = None
+
+
 class UMTVideoModel(UMTPreTrainedModel):
     """The bare UMT video encoder.
 
@@ -486,16 +430,60 @@ class UMTVideoModel(UMTPreTrainedModel):
         interpolate_pos_encoding: bool = False,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
+        out = self.forward_intermediates(pixel_values, (), bool_masked_pos, interpolate_pos_encoding, **kwargs)
+        return BaseModelOutputWithPooling(last_hidden_state=out.last_hidden_state, pooler_output=out.pooler_output)
+
+    def forward_intermediates(
+        self,
+        pixel_values: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        norm: bool = True,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> "UMTIntermediatesOutput":
+        """One pass that also returns the outputs of chosen blocks (in the spirit of timm's `forward_intermediates`).
+
+        indices: block indices (negative ones count from the end), or an int n for the last n blocks, or None for
+            every block; returned in ascending order.
+        bool_masked_pos: (B, N) True = token dropped before the blocks (returned as bool on the tokens' device).
+        norm: pass the intermediates through the final LayerNorm (when the model has one), as UTA does.
+        Returns last_hidden_state (B, N_vis, D), pooler_output (as `forward`), intermediates (K, B, N_vis, D).
+        The heads that need inner layers (UTA in Stages 1 and 2) call this instead of driving the blocks themselves.
+        """
+        layers = self._intermediate_layers(indices)
         kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
+        if bool_masked_pos is not None:
+            bool_masked_pos = bool_masked_pos.to(device=pixel_values.device, dtype=torch.bool)
         hidden = self.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding)
-        hidden, _ = self.encoder(hidden, **kwargs)
-        if self.layernorm is not None:
-            hidden = self.layernorm(hidden)
+        hidden, collected = self.encoder(hidden, collect_layers=layers, **kwargs)
+        final_norm = self.layernorm if self.layernorm is not None else nn.Identity()
+        hidden = final_norm(hidden)
+        intermediates = None
+        if collected:
+            intermediates = torch.stack(collected)  # (K, B, N_vis, D)
+            intermediates = final_norm(intermediates) if norm else intermediates
         pooled = None
         if self.pooler is not None:
             frames = None if bool_masked_pos is not None else pixel_values.shape[1] // self.config.tubelet_size
             pooled = self.pooler(hidden, frames)
-        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
+        return UMTIntermediatesOutput(
+            last_hidden_state=hidden, pooler_output=pooled, intermediates=intermediates, bool_masked_pos=bool_masked_pos
+        )
+
+    def _intermediate_layers(self, indices: int | Sequence[int] | None) -> tuple[int, ...]:
+        """`indices` as ascending non-negative block indices (see `forward_intermediates`)."""
+        depth = self.config.num_hidden_layers
+        if indices is None:
+            return tuple(range(depth))
+        if isinstance(indices, int):
+            if not 0 <= indices <= depth:
+                raise ValueError(f"`indices` as a count of last blocks must be in [0, {depth}], got {indices}.")
+            return tuple(range(depth - indices, depth))
+        layers = sorted({i + depth if i < 0 else i for i in indices})
+        if layers and (layers[0] < 0 or layers[-1] >= depth):
+            raise ValueError(f"`indices` must name blocks in [-{depth}, {depth}), got {list(indices)}.")
+        return tuple(layers)
 
 
 class UMTForVideoClassification(UMTPreTrainedModel):
@@ -553,20 +541,6 @@ class UMTFrameLevelClassifier(UMTForVideoClassification):
         return ImageClassifierOutput(loss=loss, logits=logits)
 
 
-class UMTAlignmentHead(nn.Module):
-    """One Stage-1 alignment head (official `Linear_Decoder`): Linear(D -> D_teacher) -> LayerNorm -> optional L2."""
-
-    def __init__(self, config: UMTConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.uta_output_dim)
-        self.norm = nn.LayerNorm(config.uta_output_dim, eps=config.uta_head_norm_eps)
-        self.l2_normalize = config.uta_l2_normalize
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.dense(x))
-        return x / x.norm(dim=-1, keepdim=True) if self.l2_normalize else x
-
-
 @dataclass
 class UMTForPreTrainingOutput(ModelOutput):
     """Output of `UMTForPreTraining`.
@@ -602,16 +576,8 @@ class UMTForPreTraining(UMTPreTrainedModel):
             config.use_final_norm = True
         super().__init__(config)
         self.umt = UMTVideoModel(config, add_pooling_layer=False)
-        self.uta_heads = nn.ModuleList([UMTAlignmentHead(config) for _ in range(config.num_uta_layers)])
-        self.register_buffer(
-            "uta_position_embeddings", sinusoid_table(config.num_patches, config.hidden_size)[None], persistent=False
-        )
+        self.uta_heads = UMTAlignmentHeads(config)
         self.post_init()
-
-    def _uta_positions(self, num_tokens: int) -> torch.Tensor:
-        if num_tokens == self.uta_position_embeddings.shape[1]:
-            return self.uta_position_embeddings
-        return sinusoid_table(num_tokens, self.config.hidden_size)[None].to(self.uta_position_embeddings.device)
 
     @capture_outputs(tie_last_hidden_states=False)
     def forward(
@@ -626,36 +592,16 @@ class UMTForPreTraining(UMTPreTrainedModel):
         pixel_values: (B, T, C, H, W). bool_masked_pos: (B, N) True = dropped (semantic mask from the teacher).
         teacher_features: (K, B, N, D_teacher) for all tokens, or (K, B, N_vis, D_teacher) already gathered.
         """
-        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
-        umt = self.umt
-        hidden = umt.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding)
-        b, n_vis, d = hidden.shape
-        last, collected = umt.encoder(hidden, collect_layers=tuple(self.config.uta_layer_indices), **kwargs)
-        last = umt.layernorm(last)
-        stacked = umt.layernorm(torch.stack(collected))  # (K, B, N_vis, D)
-        n_all = n_vis if bool_masked_pos is None else bool_masked_pos.shape[1]
-        positions = self._uta_positions(n_all).to(stacked.dtype).expand(b, -1, -1)
-        if bool_masked_pos is not None:
-            positions = gather_visible(positions, bool_masked_pos)
-        stacked = stacked + positions
-        features = torch.stack([head(stacked[k]) for k, head in enumerate(self.uta_heads)])  # (K, B, N_vis, D_t)
-
+        out = self.umt.forward_intermediates(
+            pixel_values, self.config.uta_layer_indices, bool_masked_pos, interpolate_pos_encoding, **kwargs
+        )
+        features = self.uta_heads(out.intermediates, out.bool_masked_pos)  # (K, B, N_vis, D_t)
         loss = per_layer = None
         if teacher_features is not None:
-            if teacher_features.shape[2] != n_vis and bool_masked_pos is not None:
-                k, tb, tn, td = teacher_features.shape
-                teacher_features = gather_visible(
-                    teacher_features.reshape(k * tb, tn, td), bool_masked_pos.repeat(k, 1)
-                ).view(k, tb, n_vis, td)
-            if teacher_features.shape != features.shape:
-                raise ValueError(
-                    f"`teacher_features` must have shape {tuple(features.shape)} (or the full-token shape before "
-                    f"masking), got {tuple(teacher_features.shape)}."
-                )
-            per_layer = uta_loss(features, teacher_features, reduction="per_layer")
+            per_layer = self.uta_heads.loss(features, teacher_features, out.bool_masked_pos, reduction="per_layer")
             loss = per_layer.mean()
         return UMTForPreTrainingOutput(
-            loss=loss, uta_loss_per_layer=per_layer, student_features=features, last_hidden_state=last
+            loss=loss, uta_loss_per_layer=per_layer, student_features=features, last_hidden_state=out.last_hidden_state
         )
 
 
@@ -666,7 +612,5 @@ __all__ = [
     "UMTVideoModel",
     "UMTForVideoClassification",
     "UMTFrameLevelClassifier",
-    "build_position_embeddings",
-    "sinusoid_table",
-    "gather_visible",
+    "UMTIntermediatesOutput",
 ]

@@ -11,10 +11,10 @@ The similarity of a video and a text is the cosine of their projections averaged
 1-frame videos), divided by a learnable temperature (0.07, clamped to [0.001, 0.5]). Retrieval ranks by similarity and
 re-ranks the top k = 128 by the ITM head's match logit (official_umt.md §5.6).
 
-The text side reuses transformers' BERT pieces (`BertEmbeddings`, `BertLayer`, `BertAttention`, `BertIntermediate`,
-`BertOutput`, `BertOnlyMLMHead`); only the fusion layer (self-attention, cross-attention whose keys/values come from the
-video width, feed-forward) is assembled here. Parameter names follow BERT's, so any BERT checkpoint loads into it
-(`load_text_encoder`) with only the cross-attention left to initialise.
+The text side (`modeling_umt_text.py`) reuses transformers' BERT pieces (`BertEmbeddings`, `BertLayer`,
+`BertAttention`, `BertIntermediate`, `BertOutput`, `BertOnlyMLMHead`); only the fusion layer (self-attention,
+cross-attention whose keys/values come from the video width, feed-forward) is assembled there. Parameter names follow
+BERT's, so any BERT checkpoint loads into it (`load_text_encoder`) with only the cross-attention left to initialise.
 
 Shapes: B batch, T frames, N video tokens (visible ones when masked), Dv video width, L text length, H text width,
 E embed_dim, V vocabulary.
@@ -30,154 +30,20 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig
 from transformers import initialization as init
-from transformers.masking_utils import create_bidirectional_mask
-from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import PreTrainedModel
-from transformers.models.bert.modeling_bert import (
-    BertAttention,
-    BertEmbeddings,
-    BertIntermediate,
-    BertLayer,
-    BertLMPredictionHead,
-    BertOnlyMLMHead,
-    BertOutput,
-    BertPreTrainedModel,
-)
+from transformers.models.bert.modeling_bert import BertLMPredictionHead, BertOnlyMLMHead
 from transformers.utils import ModelOutput, logging
 
+from .alignment import UMTAlignmentHead, UMTAlignmentHeads
 from .configuration_umt import UMTConfig
 from .configuration_umt_retrieval import STAGE2_VISION_DEFAULTS, UMTRetrievalConfig
-from .losses import mask_tokens_for_mlm, mlm_loss, uta_loss, video_text_similarity, vtc_loss, vtm_loss, vtm_negatives
+from .losses import mask_tokens_for_mlm, mlm_loss, video_text_similarity, vtc_loss, vtm_loss, vtm_negatives
+from .modeling_umt import UMTVideoModel
+from .modeling_umt_text import UMTFusionLayer, UMTTextModel
 from .storage import AlignedLoadingMixin
-from .modeling_umt import UMTAlignmentHead, UMTVideoModel, gather_visible, sinusoid_table
 
 logger = logging.get_logger(__name__)
-
-TEXT_MODES = ("text", "fusion", "multi_modal")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Text side: BERT split at fusion_layer
-# ----------------------------------------------------------------------------------------------------------------
-class UMTFusionLayer(GradientCheckpointingLayer):
-    """A BERT layer with cross-attention to the video tokens: self-attention -> cross-attention -> feed-forward,
-    each with BERT's residual + post-LayerNorm. Cross-attention queries come from the text (H -> H); keys and values
-    from the video tokens (Dv -> H), freshly initialised. (B, L, H), (B, N, Dv) -> (B, L, H).
-
-    Built from transformers' `BertAttention` / `BertIntermediate` / `BertOutput`, so the parameter names are BERT's
-    (`attention.*`, `crossattention.*`, `intermediate.*`, `output.*`) and those of the official `xbert` checkpoints.
-    """
-
-    def __init__(self, config: BertConfig, encoder_width: int, layer_idx: int | None = None):
-        super().__init__()
-        self.attention = BertAttention(config, is_causal=False, layer_idx=layer_idx)
-        self.crossattention = BertAttention(config, is_causal=False, layer_idx=layer_idx, is_cross_attention=True)
-        heads = self.crossattention.self.all_head_size
-        # BERT's cross-attention reads keys/values of the text width; UMT's read the video width.
-        self.crossattention.self.key = nn.Linear(encoder_width, heads)
-        self.crossattention.self.value = nn.Linear(encoder_width, heads)
-        self.intermediate = BertIntermediate(config)
-        self.output = BertOutput(config)
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
-        **kwargs,
-    ) -> torch.Tensor:
-        if encoder_hidden_states is None:
-            raise ValueError("`encoder_hidden_states` (the video tokens) is required by the fusion layers.")
-        hidden, _ = self.attention(hidden_states, attention_mask, **kwargs)
-        hidden, _ = self.crossattention(hidden, None, encoder_hidden_states, encoder_attention_mask, **kwargs)
-        return self.output(self.intermediate(hidden), hidden)
-
-
-class UMTTextEncoder(nn.Module):
-    """The BERT layer stack: `BertLayer` below `fusion_layer`, `UMTFusionLayer` from it on."""
-
-    def __init__(self, config: BertConfig, fusion_layer: int, encoder_width: int):
-        super().__init__()
-        self.fusion_layer = fusion_layer
-        self.layer = nn.ModuleList(
-            [
-                BertLayer(config, layer_idx=i) if i < fusion_layer else UMTFusionLayer(config, encoder_width, i)
-                for i in range(config.num_hidden_layers)
-            ]
-        )
-
-
-class UMTTextModel(BertPreTrainedModel):
-    """BERT split at `fusion_layer` (official `xbert` with its three modes).
-
-    `mode="text"` runs the embeddings and layers [0, fusion_layer) on `input_ids`; `mode="fusion"` runs layers
-    [fusion_layer, L) on already-encoded text `hidden_states` with cross-attention to `encoder_hidden_states`;
-    `mode="multi_modal"` runs everything. Parameter names are BERT's (`embeddings.*`, `encoder.layer.{i}.*`).
-    """
-
-    _no_split_modules = ["BertEmbeddings", "BertLayer", "UMTFusionLayer"]
-
-    def __init__(self, config: BertConfig, fusion_layer: int, encoder_width: int):
-        super().__init__(config)
-        self.fusion_layer = fusion_layer
-        self.embeddings = BertEmbeddings(config)
-        self.encoder = UMTTextEncoder(config, fusion_layer, encoder_width)
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings.word_embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embeddings.word_embeddings = value
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        hidden_states: torch.Tensor | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        mode: str = "text",
-        **kwargs,
-    ) -> BaseModelOutput:
-        """
-        input_ids: (B, L) token ids ("text", "multi_modal"). hidden_states: (B, L, H) text already through the
-        text-only layers ("fusion"). attention_mask: (B, L) 1 = token, 0 = padding. encoder_hidden_states:
-        (B, N, Dv) video tokens (fusion layers). encoder_attention_mask: (B, N) or None (= all visible).
-        Returns last_hidden_state (B, L, H).
-        """
-        if mode not in TEXT_MODES:
-            raise ValueError(f"`mode` must be one of {TEXT_MODES}, got {mode!r}.")
-        if mode == "fusion":
-            if hidden_states is None:
-                raise ValueError("`hidden_states` (text after the text-only layers) is required with mode='fusion'.")
-            start, stop = self.fusion_layer, self.config.num_hidden_layers
-        else:
-            if input_ids is None:
-                raise ValueError(f"`input_ids` is required with mode={mode!r}.")
-            hidden_states = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids)
-            start = 0
-            stop = self.fusion_layer if mode == "text" else self.config.num_hidden_layers
-        mask = create_bidirectional_mask(self.config, hidden_states, attention_mask)
-        cross_mask = None
-        if stop > self.fusion_layer:
-            if encoder_hidden_states is None:
-                raise ValueError(f"`encoder_hidden_states` (video tokens) is required with mode={mode!r}.")
-            if encoder_attention_mask is not None:
-                cross_mask = create_bidirectional_mask(
-                    self.config, hidden_states, encoder_attention_mask, encoder_hidden_states=encoder_hidden_states
-                )
-        for layer in self.encoder.layer[start:stop]:
-            if isinstance(layer, UMTFusionLayer):
-                hidden_states = layer(hidden_states, mask, encoder_hidden_states, cross_mask, **kwargs)
-            else:
-                hidden_states = layer(hidden_states, mask, **kwargs)
-        return BaseModelOutput(last_hidden_state=hidden_states)
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -274,6 +140,9 @@ class UMTRetrievalPreTrainedModel(AlignedLoadingMixin, PreTrainedModel):
             init.zeros_(module.dense.bias)
             init.ones_(module.norm.weight)
             init.zeros_(module.norm.bias)
+        elif isinstance(module, UMTAlignmentHeads):
+            num_patches = self.config.vision_config.num_patches
+            init.copy_(module.position_embeddings, module.compute_position_embeddings(num_patches))
         elif isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
@@ -308,7 +177,7 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
         super().__init__(config)
         vc, tc = config.vision_config, config.text_config
         self.vision_model = UMTVideoModel(vc)
-        self.uta_heads = nn.ModuleList([UMTAlignmentHead(vc) for _ in range(vc.num_uta_layers)])
+        self.uta_heads = UMTAlignmentHeads(vc)
         self.vision_proj = nn.Linear(vc.hidden_size, config.embed_dim)
         self.text_model = UMTTextModel(tc, config.fusion_layer, vc.hidden_size)
         self.text_proj = nn.Linear(tc.hidden_size, config.embed_dim)
@@ -384,25 +253,10 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
         """One pass through the ViT returning the tokens (B, N_vis, Dv), the pooled features ((B, Dv) under a mask,
         else (B, T', Dv) with temporal pooling) and, when `with_uta`, the alignment-head outputs (K, B, N_vis, Dt):
         the last K blocks through the shared final norm, plus the sin-cos table, through one head each."""
-        vm, vc = self.vision_model, self.config.vision_config
-        hidden = vm.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding)
-        collect = tuple(vc.uta_layer_indices) if with_uta else ()
-        last, collected = vm.encoder(hidden, collect_layers=collect)
-        norm = vm.layernorm if vm.layernorm is not None else nn.Identity()
-        last = norm(last)
-        frames = None if bool_masked_pos is not None else pixel_values.shape[1] // vc.tubelet_size
-        pooled = vm.pooler(last, frames)
-        uta = None
-        if collect:
-            b, n_vis, d = last.shape
-            stacked = norm(torch.stack(collected))  # (K, B, N_vis, Dv)
-            n_all = n_vis if bool_masked_pos is None else bool_masked_pos.shape[1]
-            positions = sinusoid_table(n_all, d)[None].to(device=stacked.device, dtype=stacked.dtype).expand(b, -1, -1)
-            if bool_masked_pos is not None:
-                positions = gather_visible(positions, bool_masked_pos)
-            stacked = stacked + positions
-            uta = torch.stack([head(stacked[k]) for k, head in enumerate(self.uta_heads)])
-        return last, pooled, uta
+        layers = tuple(self.config.vision_config.uta_layer_indices) if with_uta else ()
+        out = self.vision_model.forward_intermediates(pixel_values, layers, bool_masked_pos, interpolate_pos_encoding)
+        uta = self.uta_heads(out.intermediates, out.bool_masked_pos) if with_uta else None
+        return out.last_hidden_state, out.pooler_output, uta
 
     # ---- text -----------------------------------------------------------------------------------------------------
     def get_text_features(
@@ -587,7 +441,7 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
                     input_ids, attention_mask, video_tokens, mlm_input_ids=mlm_input_ids, mlm_labels=mlm_labels
                 )
             if with_uta:
-                losses["loss_uta"] = self._uta_loss(uta, teacher_features, bool_masked_pos)
+                losses["loss_uta"] = self.uta_heads.loss(uta, teacher_features, bool_masked_pos)
             weights = dict(
                 loss_vtc=c.vtc_loss_weight, loss_vtm=c.vtm_loss_weight, loss_mlm=c.mlm_loss_weight,
                 loss_uta=c.uta_loss_weight,
@@ -635,22 +489,6 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
         ).last_hidden_state
         chosen = mlm_labels != -100
         return mlm_loss(self.mlm_head(hidden[chosen]), mlm_labels[chosen])
-
-    def _uta_loss(
-        self, student: torch.Tensor, teacher: torch.Tensor, bool_masked_pos: torch.Tensor | None
-    ) -> torch.Tensor:
-        """UTA between the student heads (K, B, N_vis, Dt) and the teacher (K, B, N or N_vis, Dt)."""
-        k, b, n_vis, d = student.shape
-        if teacher.shape[2] != n_vis and bool_masked_pos is not None:
-            teacher = gather_visible(
-                teacher.reshape(teacher.shape[0] * b, teacher.shape[2], teacher.shape[3]), bool_masked_pos.repeat(k, 1)
-            ).view(k, b, n_vis, teacher.shape[-1])
-        if teacher.shape != student.shape:
-            raise ValueError(
-                f"`teacher_features` must have shape {tuple(student.shape)} (or the full-token shape before masking), "
-                f"got {tuple(teacher.shape)}."
-            )
-        return uta_loss(student, teacher)
 
     # ---- building from parts ----------------------------------------------------------------------------------------
     def load_text_encoder(self, name_or_path: str | os.PathLike) -> dict[str, list[str]]:
@@ -762,8 +600,6 @@ __all__ = [
     "UMTRetrievalPreTrainedModel",
     "UMTRetrievalScores",
     "UMTTextFeaturesOutput",
-    "UMTTextModel",
-    "UMTFusionLayer",
     "UMTVideoFeaturesOutput",
     "UMTVideoTextOutput",
 ]

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from processors.fileio import atomic_file
+
 from .masking import semantic_mask
 from .teachers import build_teacher
 
@@ -55,12 +57,10 @@ def _pyplot():
 
 
 def _save(fig, output_path: str | os.PathLike) -> Path:
-    """Write the figure to a temporary name and rename it, so no half-written PNG is ever left behind."""
+    """Write the figure atomically (`processors.fileio.atomic_file`): no half-written PNG is ever left behind."""
     output = Path(output_path)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp{output.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, output)
+    with atomic_file(output) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     return output
 
 

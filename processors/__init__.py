@@ -1,6 +1,7 @@
 """Everything between a video file and a `pixel_values` tensor: decoding (`video_io`), frame-index rules
 (`sampling`), augmentation (`transforms`), the transformers video processor (`video_processing_umt`),
-dataset sources (`datasets`) and the built-in synthetic dataset (`synthetic`).
+dataset sources (`datasets`), the built-in synthetic dataset (`synthetic`), batch mixing for fine-tuning
+(`mixing`) and loaders that interleave other loaders (`loaders`).
 
 The public names below are imported lazily on first use: `python -m processors.synthetic` and DataLoader
 workers then do not pay for importing torch / transformers / datasets unless they need them. Importing this
@@ -63,6 +64,8 @@ _EXPORTS = {
         "records_from_webdataset",
     ),
     "synthetic": ("SyntheticConfig", "ensure_synthetic_dataset", "generate_synthetic_dataset"),
+    "mixing": ("VideoMixup",),
+    "loaders": ("MediaInterleavedLoader",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -22,7 +22,6 @@ happen to decode.
 from __future__ import annotations
 
 import glob
-import math
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -32,7 +31,6 @@ import datasets
 import numpy as np
 import pyarrow.compute
 import torch
-from transformers.trainer_callback import TrainerCallback
 
 from .sampling import SAMPLING_RULES, sample_indices
 from .transforms import EvalTransform
@@ -44,7 +42,6 @@ INDEX_COLUMN = "__index__"  # the sample index a seeded VideoClipDecoder derives
 __all__ = [
     "VIDEO_EXTENSIONS",
     "DecodeStats",
-    "DecoderEpochCallback",
     "TooManyDecodeFailures",
     "VideoClipDecoder",
     "VideoCollator",
@@ -580,14 +577,3 @@ class VideoCollator:
         if good[0].get("caption") is not None:
             batch["captions"] = [e["caption"] for e in good]
         return batch
-
-
-class DecoderEpochCallback(TrainerCallback):
-    """Keep a seeded `VideoClipDecoder` on the Trainer's current epoch (set before each epoch's data loader
-    starts, so DataLoader workers, which copy the decoder when they start, see it too)."""
-
-    def __init__(self, decoder: VideoClipDecoder):
-        self.decoder = decoder
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.decoder.set_epoch(math.floor((state.epoch or 0.0) + 1e-9))

@@ -33,7 +33,7 @@ from modeling_umt.conversion import (
 )
 from modeling_umt.conversion.base import RELEASED_BERT_HEADS, RELEASED_VIT_HEADS, pick_heads
 from modeling_umt.conversion.cli import main
-from modeling_umt.modeling_umt import build_position_embeddings
+from modeling_umt.positions import build_position_embeddings
 
 ROOT = Path(__file__).resolve().parents[1]
 C, DEPTH, HEADS, MLP, PATCH = 32, 2, 4, 64, 16  # tiny: width 32, 2 blocks, 4 heads

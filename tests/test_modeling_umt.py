@@ -18,13 +18,9 @@ from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoMod
 from transformers.utils import logging as hf_logging
 
 from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoClassification, UMTVideoModel, uta_loss
-from modeling_umt.modeling_umt import (
-    UMTDropPath,
-    build_position_embeddings,
-    drop_path,
-    gather_visible,
-    sinusoid_table,
-)
+from modeling_umt.masking import gather_visible
+from modeling_umt.modeling_umt import UMTDropPath, drop_path
+from modeling_umt.positions import build_position_embeddings, sinusoid_table
 
 ALL_CLASSES = (UMTVideoModel, UMTForVideoClassification, UMTForPreTraining)
 

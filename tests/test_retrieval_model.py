@@ -10,8 +10,8 @@ from transformers import AutoConfig, AutoModel, BertConfig, BertForMaskedLM, Ber
 
 from _retrieval_tiny import minilm_dir, tiny_config, tiny_inputs, tiny_text_config, tiny_vision_config
 from modeling_umt import UMTForVideoTextRetrieval, UMTRetrievalConfig
-from modeling_umt.modeling_umt import sinusoid_table
-from modeling_umt.modeling_umt_retrieval import UMTFusionLayer
+from modeling_umt.positions import sinusoid_table
+from modeling_umt.modeling_umt_text import UMTFusionLayer
 
 
 @pytest.fixture

@@ -194,7 +194,7 @@ def test_streaming_source_needs_max_steps_and_trains(tmp_path):
 def test_visible_teacher_features_keep_the_unmasked_tokens_of_every_layer():
     import torch
 
-    from modeling_umt.trainers import visible_teacher_features
+    from modeling_umt.alignment import visible_teacher_features
 
     features = torch.arange(2 * 3 * 5 * 4, dtype=torch.float32).view(2, 3, 5, 4)  # (K, B, N, D)
     mask = torch.tensor([[1, 0, 1, 0, 1], [0, 1, 1, 1, 0], [1, 1, 0, 0, 1]], dtype=torch.bool)

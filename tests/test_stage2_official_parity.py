@@ -171,7 +171,7 @@ def test_stage2_parity_with_the_official_code(official):
         report("masked video tokens", tokens, x_vis)
         report("UTA head outputs", uta, x_clip)
         teacher_vis = teacher[:, ~bool_masked_pos].view(2, 4, 4, 16)
-        report("UTA loss", ours._uta_loss(uta, teacher, bool_masked_pos), ref.criterion_uta.uta_loss(x_clip, teacher_vis))
+        report("UTA loss", ours.uta_heads.loss(uta, teacher, bool_masked_pos), ref.criterion_uta.uta_loss(x_clip, teacher_vis))
         vp_ref, tp_ref = ref.vision_proj(pooled_vis), ref.text_proj(t_cls)
         vp, _ = ours._project_video(pooled)
         report("VTC loss", vtc_loss(vp, t.projected_embeds, ours.temp, idx, gather=False),

@@ -13,7 +13,8 @@ from transformers import TrainingArguments
 from _retrieval_tiny import CLS_ID, PAD_ID, VOCAB, minilm_dir, tiny_config
 from modeling_umt import UMTForVideoTextRetrieval
 from modeling_umt.teachers import CLIPVisionTower, UMTTeacher
-from modeling_umt.trainers import MediaInterleavedLoader, UMTVisionLanguageTrainer, stage2_decay_parameter_names
+from modeling_umt.trainers import UMTVisionLanguageTrainer, stage2_decay_parameter_names
+from processors.loaders import MediaInterleavedLoader
 from processors.video_text import VideoTextCollator
 
 ROOT = Path(__file__).resolve().parents[1]

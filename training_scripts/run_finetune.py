@@ -39,15 +39,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_umt.cli import parse_script_arguments  # noqa: E402
 from modeling_umt import UMTConfig, UMTForVideoClassification, UMTFrameLevelClassifier  # noqa: E402
+from modeling_umt.loading import load_video_classifier  # noqa: E402
 from modeling_umt.trainers import (  # noqa: E402
+    DecoderEpochCallback,
     UMTFineTuningTrainer,
-    load_video_classifier,
     scale_learning_rate,
     top_k_compute_metrics,
 )
 from processors.datasets import (  # noqa: E402
     DecodeStats,
-    DecoderEpochCallback,
     VideoClipDecoder,
     VideoCollator,
     decode_videos,

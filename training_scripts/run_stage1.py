@@ -31,8 +31,8 @@ from modeling_umt.cli import parse_script_arguments  # noqa: E402
 from modeling_umt import UMTConfig, UMTForPreTraining  # noqa: E402
 from modeling_umt.teachers import UMTTeacher  # noqa: E402
 from modeling_umt.teachers import build_teacher as create_teacher  # noqa: E402
-from modeling_umt.trainers import UMTDistillationTrainer, scale_learning_rate  # noqa: E402
-from processors.datasets import DecodeStats, DecoderEpochCallback, VideoClipDecoder, VideoCollator, decode_videos, load_video_records  # noqa: E402
+from modeling_umt.trainers import DecoderEpochCallback, UMTDistillationTrainer, scale_learning_rate  # noqa: E402
+from processors.datasets import DecodeStats, VideoClipDecoder, VideoCollator, decode_videos, load_video_records  # noqa: E402
 from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
 from processors.transforms import Stage1TrainTransform  # noqa: E402
 

@@ -1,0 +1,135 @@
+"""Loading a video classifier to fine-tune: from a classifier, a Stage-1 student or a bare encoder checkpoint
+(`load_video_classifier`), and head transfer to a subset of its classes (`select_label_subset`)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from transformers.utils import logging as hf_logging
+
+from .configuration_umt import UMTConfig
+from .modeling_umt import UMTForVideoClassification
+
+logger = hf_logging.get_logger(__name__)
+
+
+def select_label_subset(model: nn.Module, keep: Sequence[int | str]) -> nn.Module:
+    """Keep some rows of a classifier's head, in the given order (official K710 -> K400 head transfer: the first 400
+    rows; K600 / K700 through a label list).
+
+    Args:
+        model: a `UMTForVideoClassification` whose head has K rows.
+        keep: class ids (int, or digit strings) or class names of `model.config.label2id`; row j of the new head is
+            old row keep[j].
+    Returns:
+        the same model, its `classifier` now (len(keep),) outputs and `config.num_labels` / `id2label` / `label2id`
+        matching.
+    """
+    old = model.classifier
+    if not isinstance(old, nn.Linear):
+        raise ValueError(f"`model` must have a Linear `classifier`, got {type(old).__name__}.")
+    label2id = {str(name): int(i) for name, i in (model.config.label2id or {}).items()}
+    rows = []
+    for item in keep:
+        if isinstance(item, str) and item in label2id:
+            rows.append(label2id[item])
+        elif isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit()):
+            rows.append(int(item))
+        else:
+            raise ValueError(f"`keep` holds {item!r}, which is neither a class id nor a label name of the model.")
+    if not rows or min(rows) < 0 or max(rows) >= old.out_features:
+        raise ValueError(f"`keep` must name rows in [0, {old.out_features}), got {rows[:10]}...")
+    new = type(old)(old.in_features, len(rows), bias=old.bias is not None, device=old.weight.device,
+                    dtype=old.weight.dtype)  # fmt: skip
+    with torch.no_grad():
+        new.weight.copy_(old.weight[rows])
+        if old.bias is not None:
+            new.bias.copy_(old.bias[rows])
+    model.classifier = new
+    old_names = model.config.id2label or {}
+    names = [old_names.get(r, old_names.get(str(r), f"LABEL_{r}")) for r in rows]
+    model.config.num_labels = len(rows)
+    model.num_labels = len(rows)
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {name: i for i, name in enumerate(names)}
+    return model
+
+
+def load_video_classifier(
+    name_or_path: str | os.PathLike,
+    id2label: dict[int, str] | None = None,
+    label_subset: Sequence[int | str] | None = None,
+    **config_overrides,
+):
+    """A `UMTForVideoClassification` to fine-tune from a saved directory.
+
+    - A classifier checkpoint (`UMTForVideoClassification`, e.g. a converted official fine-tuned model) loads whole;
+      with `label_subset` its head keeps those rows (`select_label_subset`); otherwise, if `id2label` has another
+      number of classes, a new head is made (the old one is dropped, as the official `--delete_head`).
+    - Any other UMT checkpoint (a `run_stage1.py` `UMTForPreTraining`, a `UMTVideoModel`) gives the backbone; the
+      final LayerNorm is dropped (`use_final_norm=False`: the official fine-tuning model normalises the pooled vector
+      with a new fc_norm instead) and the head is new (truncated normal x `head_init_scale`).
+
+    Args:
+        id2label: the classes to fine-tune on; sets `num_labels`.
+        config_overrides: config fields to change, e.g. drop_path_rate=0.1, attn_implementation is not one of them.
+    """
+    config = UMTConfig.from_pretrained(name_or_path)
+    is_classifier = "UMTForVideoClassification" in (config.architectures or [])
+    for key, value in config_overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"`{key}` is not a UMTConfig field.")
+        setattr(config, key, value)
+    if is_classifier:
+        model = UMTForVideoClassification.from_pretrained(name_or_path, config=config)
+        if label_subset is not None:
+            select_label_subset(model, label_subset)
+        elif id2label is not None and len(id2label) != config.num_labels:
+            logger.warning(
+                "The checkpoint's head has %d classes but %d are asked for: starting a new head.",
+                config.num_labels, len(id2label),
+            )  # fmt: skip
+            config.num_labels = len(id2label)
+            config.id2label, config.label2id = dict(id2label), {v: k for k, v in id2label.items()}
+            model = UMTForVideoClassification.from_pretrained(name_or_path, config=config, ignore_mismatched_sizes=True)
+        if id2label is not None:
+            if len(id2label) != model.config.num_labels:
+                raise ValueError(
+                    f"`label_subset` keeps {model.config.num_labels} classes but `id2label` has {len(id2label)}."
+                )
+            model.config.id2label = dict(id2label)
+            model.config.label2id = {v: k for k, v in id2label.items()}
+        return model
+    if label_subset is not None:
+        raise ValueError("`label_subset` needs a classifier checkpoint; this one has no classification head.")
+    config.use_final_norm = False
+    if id2label is not None:
+        config.num_labels = len(id2label)
+        config.id2label, config.label2id = dict(id2label), {v: k for k, v in id2label.items()}
+    config.architectures = ["UMTForVideoClassification"]
+    # The load report would list the expected differences (new head and fc_norm, dropped final norm and Stage-1
+    # heads) as problems; check them here instead and report only the unexpected ones.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = UMTForVideoClassification.from_pretrained(name_or_path, config=config, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    expected_missing = re.compile(r"^(classifier|umt\.pooler)\.")
+    expected_unexpected = re.compile(r"^(umt\.layernorm|uta_heads|umt\.uta_heads)\.")
+    odd = sorted(k for k in info["missing_keys"] if not expected_missing.match(k))
+    odd += sorted(k for k in info["unexpected_keys"] if not expected_unexpected.match(k))
+    odd += sorted(str(k) for k in info["mismatched_keys"])
+    if odd:
+        logger.warning("Loading %s as a backbone: unexpected differences %s", name_or_path, odd)
+    logger.info(
+        "Backbone from %s; new head (%d classes) and fc_norm, final norm dropped.", name_or_path, config.num_labels
+    )
+    return model
+
+
+__all__ = ["load_video_classifier", "select_label_subset"]

@@ -1,0 +1,41 @@
+"""The UMT trainers: one shared base (`UMTTrainer`), a teacher-and-mask mixin for the pre-training stages, and one
+module per stage.
+
+    base.py             UMTTrainer: atomic checkpoints, step-seeded randomness, loss-term logging, prediction_step
+    teacher_masking.py  TeacherMaskMixin: frozen teacher, semantic / random / tube mask, visible teacher targets
+    distillation.py     UMTDistillationTrainer (Stage 1)
+    vision_language.py  UMTVisionLanguageTrainer (Stage 2)
+    finetuning.py       UMTFineTuningTrainer, top_k_compute_metrics
+    optim.py            weight-decay rules, layer-wise lr decay groups, lr scaling
+    callbacks.py        DecoderEpochCallback
+"""
+
+from .base import UMTTrainer, output_loss_terms
+from .callbacks import DecoderEpochCallback
+from .distillation import UMTDistillationTrainer
+from .finetuning import UMTFineTuningTrainer, top_k_compute_metrics
+from .optim import (
+    decay_parameter_names,
+    layer_decay_parameter_groups,
+    scale_learning_rate,
+    stage2_decay_parameter_names,
+    umt_layer_id,
+)
+from .teacher_masking import TeacherMaskMixin
+from .vision_language import UMTVisionLanguageTrainer
+
+__all__ = [
+    "DecoderEpochCallback",
+    "TeacherMaskMixin",
+    "UMTDistillationTrainer",
+    "UMTFineTuningTrainer",
+    "UMTTrainer",
+    "UMTVisionLanguageTrainer",
+    "decay_parameter_names",
+    "layer_decay_parameter_groups",
+    "output_loss_terms",
+    "scale_learning_rate",
+    "stage2_decay_parameter_names",
+    "top_k_compute_metrics",
+    "umt_layer_id",
+]

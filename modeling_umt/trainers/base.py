@@ -1,0 +1,209 @@
+"""`UMTTrainer`: what every UMT trainer shares, on top of `transformers.Trainer`.
+
+The Trainer keeps the loop, checkpointing, resumption, logging and DDP / DeepSpeed / accelerate. This base adds:
+atomic checkpoints and final models, step-seeded randomness (exact resumption), the logging of every loss term the
+model's output carries, and one `prediction_step`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import defaultdict
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
+from transformers.utils import ModelOutput
+
+from processors.fileio import publish_directory
+
+from .optim import decay_parameter_names
+
+PER_LAYER_SUFFIX = "_loss_per_layer"  # a (K,) output field `<name>_loss_per_layer` is logged as `<name>_layer_<i>`
+
+
+class ScalarAccumulator:
+    """Running means of scalars between two Trainer log events (the Trainer only averages `loss` itself)."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def add(self, values: Mapping[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] += float(v)
+            self.counts[k] += 1
+
+    def pop(self) -> dict[str, float]:
+        out = {k: round(v / self.counts[k], 6) for k, v in self.sums.items()}
+        self.sums.clear()
+        self.counts.clear()
+        return out
+
+
+def output_loss_terms(outputs: ModelOutput | Mapping, layer_ids=None) -> dict[str, float]:
+    """The loss terms of a model output, as plain floats to log.
+
+    Every scalar field whose name starts with `loss_` (`loss_vtc`, `loss_uta`, ...) keeps its name; every (K,) field
+    named `<name>_loss_per_layer` (`uta_loss_per_layer`) gives `<name>_layer_<id>` per entry, with the ids
+    `layer_ids` (e.g. `config.uta_layer_indices`) or 0..K-1. The total `loss` is left to the Trainer."""
+    terms = {}
+    for name, value in outputs.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        if name.startswith("loss_") and value.numel() == 1:
+            terms[name] = value.detach().item()
+        elif name.endswith(PER_LAYER_SUFFIX) and value.ndim == 1:
+            ids = list(layer_ids) if layer_ids is not None and len(layer_ids) == len(value) else range(len(value))
+            prefix = name[: -len(PER_LAYER_SUFFIX)]
+            terms.update({f"{prefix}_layer_{i}": v for i, v in zip(ids, value.detach().tolist())})
+    return terms
+
+
+class UMTTrainer(Trainer):
+    """Base of the UMT trainers (Stage 1 distillation, Stage 2 vision-language, fine-tuning).
+
+    - Checkpoints appear whole or not at all: each is written under a hidden staging folder of the output directory
+      (`.staging-checkpoint-<step>`, the same name on every process), then published with
+      `processors.fileio.publish_directory` once every process has finished writing. A run killed while saving
+      leaves only the staging folder, which `get_last_checkpoint` never picks up and the next save replaces.
+      `save_model_atomic` does the same for the final model; `train_resuming` resumes from the last checkpoint.
+    - Every training micro-step draws its randomness (masks, mixup, drop path, dropout) from a generator seeded by
+      (seed, step, micro-step, process), and restores the global RNG afterwards: a resumed run repeats exactly the
+      steps an uninterrupted run would take, whatever the data loader consumed in between, and each process of a
+      distributed run still draws differently.
+    - Logging: besides `loss`, every loss term of the model's output (see `output_loss_terms`) and every scalar
+      passed to `record`, averaged between two log events.
+    - Weight decay follows the official rule (`decay_parameter_names`: none on 1-D parameters); override
+      `get_decay_parameter_names` for another.
+    - `prediction_step`: the loss, and as predictions whatever `predictions_from` returns (None by default: the
+      pre-training stages evaluate their loss only).
+
+    A new task trainer (video QA, action detection) is a small subclass: implement `model_outputs(model, inputs)`
+    (run the model on the batch, return its output with `.loss` and any `loss_*` terms: they are logged with no
+    further code), call `self.record({...})` for extra scalars, and override `predictions_from(outputs)` to hand
+    predictions (e.g. answer logits or boxes) to `compute_metrics`. Collaborators (a teacher, a tokenizer, a
+    matcher) are injected as constructor keywords, as in `UMTVisionLanguageTrainer`.
+    """
+
+    _staging_run_dir: str | None = None
+    _micro_step = 0
+    _micro_step_of = -1
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._scalars = ScalarAccumulator()
+
+    # ---- the loss --------------------------------------------------------------------------------------------------
+    def model_outputs(self, model: nn.Module, inputs: dict) -> ModelOutput:
+        """Run `model` on one batch and return its output (with `.loss`). Subclasses implement this."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `model_outputs(model, inputs)`.")
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        outputs = self.model_outputs(model, inputs)
+        if model.training:
+            config = getattr(self.accelerator.unwrap_model(model), "config", None)
+            self.record(output_loss_terms(outputs, getattr(config, "uta_layer_indices", None)))
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def record(self, scalars: Mapping[str, float]) -> None:
+        """Add scalars to the running means logged with the next training `loss`."""
+        self._scalars.add(scalars)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log event: attach the running means since the previous one
+            logs.update(self._scalars.pop())
+        super().log(logs, start_time)
+
+    # ---- evaluation ------------------------------------------------------------------------------------------------
+    def predictions_from(self, outputs) -> torch.Tensor | None:
+        """What `prediction_step` hands to `compute_metrics` from `compute_loss`'s outputs (None: loss only)."""
+        return None
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """(loss, `predictions_from(outputs)`, labels) of one evaluation batch, without gradients."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        loss = None if loss is None else loss.detach()
+        if prediction_loss_only:
+            return loss, None, None
+        predictions = self.predictions_from(outputs)
+        labels = inputs.get(self.label_names[0]) if len(self.label_names) == 1 else None
+        return loss, None if predictions is None else predictions.detach(), labels
+
+    # ---- optimisation ----------------------------------------------------------------------------------------------
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        return decay_parameter_names(model)
+
+    # ---- step-seeded randomness ------------------------------------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        step = self.state.global_step
+        self._micro_step = self._micro_step + 1 if self._micro_step_of == step else 0
+        self._micro_step_of = step
+        seed = hash((self.args.seed, step, self._micro_step, self.args.process_index)) % (2**63)
+        devices = [self.args.device] if self.args.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    # ---- atomic checkpoints ----------------------------------------------------------------------------------------
+    def _get_output_dir(self, trial):
+        if self._staging_run_dir is not None:
+            return self._staging_run_dir
+        return super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        run_dir = self._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = os.path.join(run_dir, f".staging-{name}")  # one name for every process (not a per-pid path)
+        if self.args.should_save and os.path.isdir(staging):
+            shutil.rmtree(staging)
+        self.accelerator.wait_for_everyone()
+        self._staging_run_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_run_dir = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            publish_directory(os.path.join(staging, name), os.path.join(run_dir, name))
+            shutil.rmtree(staging, ignore_errors=True)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
+        self.accelerator.wait_for_everyone()
+
+    def train_resuming(self):
+        """`train()` from `args.resume_from_checkpoint`, else from the last complete checkpoint in `args.output_dir`
+        (so rerunning an interrupted command resumes it), then log and save the train metrics and state."""
+        checkpoint = self.args.resume_from_checkpoint
+        if checkpoint is None and os.path.isdir(self.args.output_dir):
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        result = self.train(resume_from_checkpoint=checkpoint)
+        self.log_metrics("train", result.metrics)
+        self.save_metrics("train", result.metrics)
+        self.save_state()
+        return result
+
+    def save_model_atomic(self, output_dir: str) -> None:
+        """`save_model` into a hidden sibling folder, then publish it as `output_dir` (replacing an older one)."""
+        output_dir = os.path.abspath(output_dir)
+        tmp = os.path.join(os.path.dirname(output_dir), f".tmp-{os.path.basename(output_dir)}")  # same on every rank
+        if self.args.should_save and os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+        self.accelerator.wait_for_everyone()
+        self.save_model(tmp)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            publish_directory(tmp, output_dir)
+        self.accelerator.wait_for_everyone()
+
+
+__all__ = ["ScalarAccumulator", "UMTTrainer", "output_loss_terms"]
