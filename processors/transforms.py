@@ -21,8 +21,10 @@ from torchvision.transforms.v2 import functional as tvF
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "ClipTransform",
     "EvalTransform",
     "Stage1TrainTransform",
+    "SampleTransform",
     "Stage2TrainTransform",
     "center_crop_box",
     "eval_views",
@@ -394,3 +396,46 @@ class EvalTransform:
         else:
             views = eval_views(video, self.size, None, InterpolationMode.BICUBIC, mean=self.mean, std=self.std)
         return views[0]
+
+
+class SampleTransform:
+    """Base of transforms that see the whole sample dict, not only its clip.
+
+    A decoder hands its transform the sample {"pixel_values": uint8 (T, 3, H, W), ...every other key of the record}
+    and a generator (None: torch's global one). Subclass this when a transform must change more than the pixels,
+    e.g. move boxes with the crop; wrap a clip-only transform in `ClipTransform`.
+
+    Call: (sample: dict, generator) -> dict.
+    """
+
+    def __call__(self, sample: dict, generator: torch.Generator | None = None) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__(sample, generator)")
+
+
+class ClipTransform(SampleTransform):
+    """A clip transform applied to `sample[key]` (default "pixel_values"); every other key is left as it is.
+
+    Hook: a clip transform that must also update other keys (boxes, points) defines
+    `transform_sample(sample, generator) -> dict`; it then receives the whole sample instead of the clip.
+
+    Args:
+        transform: uint8 (T, 3, H, W) [, generator] -> tensor; called without the generator when it is None, so
+            transforms that take no generator work too.
+    """
+
+    def __init__(self, transform, key: str = "pixel_values"):
+        if not callable(transform):
+            raise ValueError(f"transform must be callable, got {type(transform).__name__}")
+        self.transform, self.key = transform, key
+
+    def __call__(self, sample: dict, generator: torch.Generator | None = None) -> dict:
+        hook = getattr(self.transform, "transform_sample", None)
+        if hook is not None:
+            return hook(sample, generator)
+        if self.key not in sample:
+            raise ValueError(f"sample has no {self.key!r} key to transform; its keys are {sorted(sample)}")
+        clip = sample[self.key]
+        return {**sample, self.key: self.transform(clip) if generator is None else self.transform(clip, generator)}
+
+    def __repr__(self) -> str:
+        return f"ClipTransform({self.transform!r}, key={self.key!r})"

@@ -50,7 +50,7 @@ __all__ = [
 
 VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np.ndarray, torch.Tensor]
 
-BACKENDS = ("auto", "decord", "pyav")
+BACKENDS = ("auto", "decord", "pyav", "image")  # "image": a still image read as a 1-frame video
 
 DEFAULT_URL_TIMEOUT = 30.0
 DEFAULT_URL_RETRIES = 3
@@ -232,6 +232,28 @@ class _PyAVBackend:
         self._container.close()
 
 
+class _ImageBackend:
+    """A still image (any format PIL reads) as a 1-frame video, so images and videos share one decoding path."""
+
+    name = "image"
+
+    def __init__(self, data: str | bytes):
+        from PIL import Image  # PIL is only needed for image sources
+
+        with Image.open(data if isinstance(data, str) else io.BytesIO(data)) as image:
+            self._frame = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)[None]
+        self.num_frames, self.fps = 1, None
+
+    def size(self) -> tuple[int, int]:
+        return tuple(self._frame.shape[-2:])
+
+    def get_frames(self, indices: list[int]) -> torch.Tensor:
+        return self._frame[torch.as_tensor(indices, dtype=torch.long)]
+
+    def close(self) -> None:
+        self._frame = None
+
+
 class _ArrayBackend:
     name = "array"
 
@@ -343,8 +365,8 @@ class VideoReader:
     Args:
         source: path, http(s) URL, bytes / bytearray / memoryview, binary file object, or decoded frames
             (numpy / torch uint8, THWC or TCHW; see `frames_to_tchw`).
-        backend: "auto" (decord, then PyAV if decord is missing or fails), "decord" or "pyav". Ignored for
-            decoded frames.
+        backend: "auto" (decord, then PyAV if decord is missing or fails), "decord", "pyav", or "image" (a still
+            image, read with PIL as a 1-frame video). Ignored for decoded frames.
         timeout, retries: for URLs, see `fetch_url`.
     Attributes:
         num_frames, fps: known as soon as the video is open.
@@ -381,7 +403,7 @@ class VideoReader:
 
     def _open_next(self, names: list[str]):
         for name in names:
-            backend_class = _DecordBackend if name == "decord" else _PyAVBackend
+            backend_class = {"decord": _DecordBackend, "pyav": _PyAVBackend, "image": _ImageBackend}[name]
             try:
                 backend = backend_class(self._data)
             except Exception as error:  # each library raises its own types; keep the text for the report

@@ -30,8 +30,8 @@ from processors.finetune_transforms import (
     VideoRandAugment,
     VideoRandomErasing,
     parse_rand_augment,
-    read_label_map,
 )
+from processors.labels import read_label_file
 from processors.video_processing_umt import UMTVideoProcessor
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -316,15 +316,15 @@ def test_random_erasing_box_and_probability():
             assert 0.02 * 1024 * 0.8 <= h * w <= 1024 / 3 * 1.2 and top + h <= 32 and left + w <= 32
 
 
-def test_read_label_map_formats(tmp_path):
+def test_read_label_file_formats(tmp_path):
     (tmp_path / "a.txt").write_text("jump\nrun\n\nswim\n")
     (tmp_path / "b.json").write_text('{"run": 1, "jump": 0}')
     (tmp_path / "c.json").write_text('{"0": "x", "1": "y"}')
     (tmp_path / "d.json").write_text('["p", "q"]')
-    assert read_label_map(tmp_path / "a.txt") == ["jump", "run", "swim"]
-    assert read_label_map(tmp_path / "b.json") == ["jump", "run"]
-    assert read_label_map(tmp_path / "c.json") == ["x", "y"]
-    assert read_label_map(tmp_path / "d.json") == ["p", "q"]
+    assert read_label_file(tmp_path / "a.txt") == ["jump", "run", "swim"]
+    assert read_label_file(tmp_path / "b.json") == ["jump", "run"]
+    assert read_label_file(tmp_path / "c.json") == ["x", "y"]
+    assert read_label_file(tmp_path / "d.json") == ["p", "q"]
     (tmp_path / "e.json").write_text('{"a": 0, "b": 2}')
     with pytest.raises(ValueError, match="without gaps"):
-        read_label_map(tmp_path / "e.json")
+        read_label_file(tmp_path / "e.json")
