@@ -17,6 +17,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .masking import random_mask, semantic_mask, tube_mask
+from .metrics import metric_path
 from .modeling_umt import gather_visible
 
 
@@ -718,15 +719,14 @@ class UMTFineTuningTrainer(_AtomicCheckpointMixin, _StepSeededRandomnessMixin, T
 
 def top_k_compute_metrics(k: _Sequence[int] = (1, 5), metrics_dir: str | None = None):
     """A `compute_metrics` for `UMTFineTuningTrainer`: top-k accuracies of the (multi-view) probabilities through the
-    repository's `evaluate` module `metrics/top_k_accuracy` (loaded by local path, no Hub access).
+    `evaluate` module `modeling_umt/metrics/top_k_accuracy.py` (loaded by path, no Hub access).
 
     Returns:
         fn(EvalPrediction) -> {"top1": ..., "top5": ...} (fractions in [0, 1]; k values above K count as correct).
     """
     import evaluate
 
-    path = metrics_dir or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "metrics")
-    metric = evaluate.load(os.path.join(path, "top_k_accuracy"))
+    metric = evaluate.load(os.path.join(metrics_dir, "top_k_accuracy") if metrics_dir else metric_path("top_k_accuracy"))
 
     def compute_metrics(prediction) -> dict[str, float]:
         scores, labels = prediction.predictions, prediction.label_ids

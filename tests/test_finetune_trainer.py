@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from transformers import TrainingArguments
 
 from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoClassification
+from modeling_umt.metrics import metric_path
 from modeling_umt.trainers import (
     UMTFineTuningTrainer,
     VideoMixup,
@@ -212,9 +213,9 @@ def test_multi_view_probabilities_are_the_mean_of_per_view_softmax(tmp_path):
 
 
 def test_local_evaluate_metrics():
-    accuracy = evaluate.load(str(ROOT / "metrics" / "accuracy"))
+    accuracy = evaluate.load(metric_path("accuracy"))
     assert accuracy.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0]) == {"accuracy": 0.75}
-    top_k = evaluate.load(str(ROOT / "metrics" / "top_k_accuracy"))
+    top_k = evaluate.load(metric_path("top_k_accuracy"))
     scores = [[0.1, 0.5, 0.2, 0.15, 0.05, 0.0], [0.3, 0.2, 0.1, 0.25, 0.1, 0.05]]
     assert top_k.compute(predictions=scores, references=[2, 5], k=[1, 2, 5]) == {"top1": 0.0, "top2": 0.5, "top5": 0.5}
 

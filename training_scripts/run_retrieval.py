@@ -10,7 +10,7 @@
 
 Evaluation reports text-to-video (t2v) and video-to-text (v2t) R@1/5/10 and their mean, for ITC alone (the frame-
 averaged cosine) and for ITC + ITM (the top-k = 128 candidates of every query re-scored by the matching head, official
-protocol), through the `evaluate` metric kept in `metrics/retrieval`. Annotations: the official JSON
+protocol), through the `evaluate` metric `modeling_umt/metrics/retrieval.py`. Annotations: the official JSON
 (`[{"video": ..., "caption": str or [str, ...]}]`), JSON Lines, or a CSV with video / caption columns (a `split`
 column is honoured with `--split`). With no annotations it uses the `test` split of the synthetic captioned videos.
 
