@@ -80,10 +80,13 @@ def _canonical(
     label_column: str | None,
     caption_column: str | None,
     resolve: Callable[[str], str] | None = None,
+    extra_columns: Sequence[str] = (),
 ) -> Records:
-    """Rename the chosen columns to video / label / caption and drop the rest.
+    """Rename the chosen columns to video / label / caption, keep `extra_columns` (boxes, questions, ...) and drop the
+    rest.
 
-    Nested fields (webdataset's `json` member) are reached with dotted names, e.g. label_column="json.label".
+    Nested fields (webdataset's `json` member) are reached with dotted names, e.g. label_column="json.label"; an extra
+    column "json.boxes" arrives as "boxes".
     """
     names = _column_names(records)
     nested = records.features if records.features is not None else next(iter(records))  # a row when unknown
@@ -97,6 +100,11 @@ def _canonical(
     )
     chosen = {"video": video, "label": label, "caption": caption}
     chosen = {new: old for new, old in chosen.items() if old is not None}
+    for column in extra_columns:
+        old, new = _pick(names, column, (), "extra", required=True), column.rsplit(".", 1)[-1]
+        if new in chosen:
+            raise ValueError(f"extra_columns entry {column!r} would arrive as {new!r}, which is already {chosen[new]!r}")
+        chosen[new] = old
 
     def get(row: dict, name: str) -> Any:
         if name in row:
@@ -151,6 +159,7 @@ def records_from_table(
     video_column: str | None = None,
     label_column: str | None = None,
     caption_column: str | None = None,
+    extra_columns: Sequence[str] = (),
     column_names: Sequence[str] | None = None,
     delimiter: str | None = None,
     split_column: str = "split",
@@ -163,6 +172,8 @@ def records_from_table(
     Args:
         path: the table file.
         split: keep only rows whose `split_column` equals this (e.g. the synthetic dataset's "train").
+        extra_columns: more columns to keep beside video / label / caption (boxes, questions, answers, ...); they
+            travel through decoding and collation with the clip.
         column_names: for header-less CSVs, the column names in order, e.g. ("video", "label") for the official
             `path label` lists (with delimiter=" ").
         delimiter: CSV separator; default "," (tab for .tsv).
@@ -189,7 +200,7 @@ def records_from_table(
         raise ValueError(f"path {path!r} has extension {extension!r}; expected .csv, .tsv, .txt, .jsonl or .json")
     records = _filter_split(records, split, split_column)
     base_dir = os.path.dirname(os.path.abspath(path))
-    return _canonical(records, video_column, label_column, caption_column, resolve=_resolver(base_dir))
+    return _canonical(records, video_column, label_column, caption_column, _resolver(base_dir), extra_columns)
 
 
 def records_from_folder(
@@ -236,13 +247,14 @@ def records_from_webdataset(
     video_column: str | None = None,
     label_column: str | None = None,
     caption_column: str | None = None,
+    extra_columns: Sequence[str] = (),
     cache_dir: str | None = None,
 ) -> Records:
     """Records from webdataset tar shards (members `<key>.mp4`, `<key>.json`, `<key>.txt`, `<key>.cls`, ...).
 
     The video member is read as raw bytes (`Video(decode=False)`) and decoded later by our decoder, so no
     torchcodec is needed. By default the label comes from `cls` or `json["label"]` and the caption from `txt` or
-    `json["caption"]`.
+    `json["caption"]`; `extra_columns` keeps more members or `json` fields (e.g. "json.boxes").
 
     Args:
         shards: a tar path, a glob such as "data/train-*.tar", or a list of paths.
@@ -256,7 +268,9 @@ def records_from_webdataset(
     records = datasets.load_dataset(
         "webdataset", data_files={"train": files}, split="train", streaming=streaming, cache_dir=cache_dir
     )
-    return _canonical(_undecoded(records, video_column), video_column, label_column, caption_column)
+    return _canonical(
+        _undecoded(records, video_column), video_column, label_column, caption_column, extra_columns=extra_columns
+    )
 
 
 def records_from_hub(
@@ -266,17 +280,21 @@ def records_from_hub(
     video_column: str | None = None,
     label_column: str | None = None,
     caption_column: str | None = None,
+    extra_columns: Sequence[str] = (),
     **load_kwargs: Any,
 ) -> Records:
     """Records from a Hub dataset id (or a local folder `datasets.load_dataset` understands), streamed by default.
 
-    Video features are read undecoded; `load_kwargs` go to `datasets.load_dataset` (e.g. `name=`, `revision=`).
+    Video features are read undecoded; `extra_columns` keeps more columns beside video / label / caption;
+    `load_kwargs` go to `datasets.load_dataset` (e.g. `name=`, `revision=`).
 
     Returns:
         IterableDataset (Dataset when streaming=False) with columns video, [label], [caption].
     """
     records = datasets.load_dataset(name, split=split, streaming=streaming, **load_kwargs)
-    return _canonical(_undecoded(records, video_column), video_column, label_column, caption_column)
+    return _canonical(
+        _undecoded(records, video_column), video_column, label_column, caption_column, extra_columns=extra_columns
+    )
 
 
 def load_video_records(source: str | os.PathLike | Sequence[str], kind: str | None = None, **kwargs: Any) -> Records:

@@ -232,28 +232,6 @@ class _PyAVBackend:
         self._container.close()
 
 
-class _ImageBackend:
-    """A still image (any format PIL reads) as a 1-frame video, so images and videos share one decoding path."""
-
-    name = "image"
-
-    def __init__(self, data: str | bytes):
-        from PIL import Image  # PIL is only needed for image sources
-
-        with Image.open(data if isinstance(data, str) else io.BytesIO(data)) as image:
-            self._frame = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)[None]
-        self.num_frames, self.fps = 1, None
-
-    def size(self) -> tuple[int, int]:
-        return tuple(self._frame.shape[-2:])
-
-    def get_frames(self, indices: list[int]) -> torch.Tensor:
-        return self._frame[torch.as_tensor(indices, dtype=torch.long)]
-
-    def close(self) -> None:
-        self._frame = None
-
-
 class _ArrayBackend:
     name = "array"
 
@@ -270,6 +248,18 @@ class _ArrayBackend:
 
     def close(self) -> None:
         self._frames = None
+
+
+class _ImageBackend(_ArrayBackend):
+    """A still image (any format PIL reads) as a 1-frame video, so images and videos share one decoding path."""
+
+    name = "image"
+
+    def __init__(self, data: str | bytes):
+        from PIL import Image  # PIL is only needed for image sources
+
+        with Image.open(data if isinstance(data, str) else io.BytesIO(data)) as image:
+            super().__init__(torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)[None])
 
 
 def frames_to_tchw(frames: np.ndarray | torch.Tensor, layout: str | None = None) -> torch.Tensor:

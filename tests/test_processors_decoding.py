@@ -1,6 +1,8 @@
 """The one decoding pipeline: sample dicts from record to batch, seeded per-sample draws for every stage, images as
 1-frame videos, multi-view tests through the same decoder, and one eval transform shared with the video processor."""
 
+import json
+
 import datasets
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import torch
 from PIL import Image
 
 from processors.collate import VideoCollator
+from processors.datasets import records_from_table
 from processors.decoding import (
     DecodeStats,
     ImageClipDecoder,
@@ -144,3 +147,17 @@ def test_multi_view_decoding_equals_the_video_processor(clips):
     assert single.decode(clips[1]).shape == (3, 3, 16, 16)
     with pytest.raises(ValueError, match="num_clips=2 needs sampling='sparse_test'"):
         VideoClipDecoder(3, sampling="rand", num_clips=2)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_table_source_keeps_extra_columns_for_the_batch(clips, tmp_path, streaming):
+    rows = [{"video": path, "label": i % 2, "boxes": [[0.1 * i, 0.2, 0.5, 0.6]], "question": f"q{i}", "note": "x"}
+            for i, path in enumerate(clips)]  # fmt: skip
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    records = records_from_table(tmp_path / "qa.jsonl", streaming=streaming, extra_columns=("boxes", "question"),
+                                 cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    batch = VideoCollator()(list(decode_videos(records, VideoClipDecoder(2, "middle", EvalTransform(16)))))
+    assert set(batch) == {"pixel_values", "labels", "boxes", "question"}  # "note" was not asked for
+    assert batch["question"] == ["q0", "q1", "q2", "q3"] and batch["boxes"][2] == [[0.2, 0.2, 0.5, 0.6]]
+    with pytest.raises(ValueError, match="extra_column 'answer' is not a column"):
+        records_from_table(tmp_path / "qa.jsonl", extra_columns=("answer",), cache_dir=str(tmp_path / "cache"))

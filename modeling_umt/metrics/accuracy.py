@@ -33,6 +33,8 @@ Examples:
 _CITATION = ""
 
 
+# The `_info` below is evaluate's required declaration, the same shape in every metric module: each module must
+# stand alone, since `evaluate.load` imports it by path.
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Accuracy(evaluate.Metric):
     def _info(self):
