@@ -161,3 +161,14 @@ def test_a_table_source_keeps_extra_columns_for_the_batch(clips, tmp_path, strea
     assert batch["question"] == ["q0", "q1", "q2", "q3"] and batch["boxes"][2] == [[0.2, 0.2, 0.5, 0.6]]
     with pytest.raises(ValueError, match="extra_column 'answer' is not a column"):
         records_from_table(tmp_path / "qa.jsonl", extra_columns=("answer",), cache_dir=str(tmp_path / "cache"))
+
+
+def test_every_lazy_export_of_processors_resolves_to_its_home_module():
+    import importlib
+
+    import processors
+
+    for name in processors.__all__:
+        value = getattr(processors, name)
+        home = importlib.import_module(f"processors.{processors._MODULE_OF[name]}")
+        assert getattr(home, name) is value and name in home.__all__, name
