@@ -356,7 +356,9 @@ def eval_views(
     if rescale_factor is not None:
         out = out.div_(1.0 / rescale_factor)  # a division, as `normalize`: 1 / (1 / 255) is exactly 255.0
     if mean is not None and std is not None:
-        if len(mean) != out.shape[-3] or len(std) != out.shape[-3]:
+        channels = out.shape[-3]
+        mean, std = ((v,) * channels if isinstance(v, (int, float)) else v for v in (mean, std))  # one for all channels
+        if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} must have one value per channel ({out.shape[-3]})")
         out = (out - torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)) / torch.tensor(
             std, dtype=torch.float32

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchvision.transforms.v2 import InterpolationMode
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
@@ -316,6 +317,8 @@ class UMTVideoProcessor(BaseVideoProcessor):
         resample = pick(resample, self.resample)
         if isinstance(resample, (PILImageResampling, int)):
             resample = pil_torch_interpolation_mapping[resample]
+        elif resample is None:  # transformers' default for a processor without a resample
+            resample = InterpolationMode.BILINEAR
         normalize = pick(do_normalize, self.do_normalize)
         return eval_views(
             video,
