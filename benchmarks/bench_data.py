@@ -35,7 +35,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from processors.datasets import VideoClipDecoder, VideoCollator, decode_videos, load_video_records  # noqa: E402
+from processors.collate import VideoCollator  # noqa: E402
+from processors.datasets import load_video_records  # noqa: E402
+from processors.decoding import VideoClipDecoder, decode_videos  # noqa: E402
 from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
 from processors.transforms import Stage1TrainTransform  # noqa: E402
 from processors.video_io import available_backends  # noqa: E402

@@ -4,20 +4,20 @@
 2. ITC: the frame-averaged cosine of every (video, text) pair (temperature 1): the official `*_emb` numbers.
 3. ITM: for each video its top-k texts by ITC, and for each text its top-k videos, are re-scored by the ITM head's match
    logit (k = 128); everything else scores -100: the official headline numbers.
-4. Recall@1/5/10 both ways and their mean, through the `evaluate` metric in `metrics/retrieval` (a caption's rank is
+4. Recall@1/5/10 both ways and their mean, through the `evaluate` metric `modeling_umt/metrics/retrieval.py` (a caption's rank is
    its video's; a video's rank is that of its best-ranked caption).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 
 import torch
 
+from .metrics import metric_path
 from .modeling_umt_retrieval import UMTForVideoTextRetrieval, UMTRetrievalScores
 
-METRIC_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "metrics", "retrieval")
+METRIC_PATH = metric_path("retrieval")
 
 
 @torch.no_grad()
@@ -57,7 +57,7 @@ def recall_metrics(
     scores_v2t: torch.Tensor, scores_t2v: torch.Tensor, txt2video: Sequence[int], video2txt: Sequence[Sequence[int]],
     metric=None,
 ) -> dict[str, float]:
-    """R@1/5/10 and means both ways. scores_v2t (V, T), scores_t2v (T, V). metric: a loaded `metrics/retrieval`
+    """R@1/5/10 and means both ways. scores_v2t (V, T), scores_t2v (T, V). metric: a loaded `metrics/retrieval.py`
     evaluate module (loaded here when None). Keys: v2t_r1.. v2t_r_mean, t2v_r1.. t2v_r_mean, r_mean (mean of the 6)."""
     if metric is None:
         import evaluate

@@ -1,7 +1,8 @@
-"""Everything between a video file and a `pixel_values` tensor: decoding (`video_io`), frame-index rules
-(`sampling`), augmentation (`transforms`), the transformers video processor (`video_processing_umt`),
-dataset sources (`datasets`), the built-in synthetic dataset (`synthetic`), batch mixing for fine-tuning
-(`mixing`) and loaders that interleave other loaders (`loaders`).
+"""Everything between a video file and a `pixel_values` tensor, in the order a sample flows: sources (`datasets`,
+`video_text`) -> frame-index rules (`sampling`) -> decoding (`video_io`, `decoding`) -> transforms (`transforms`,
+`finetune_transforms`; the evaluation one shared with the transformers video processor `video_processing_umt`) ->
+batching (`collate`). Also: label files (`labels`), atomic writes (`fileio`), the synthetic dataset (`synthetic`),
+batch mixing for fine-tuning (`mixing`) and loaders that interleave other loaders (`loaders`).
 
 The public names below are imported lazily on first use: `python -m processors.synthetic` and DataLoader
 workers then do not pay for importing torch / transformers / datasets unless they need them. Importing this
@@ -34,35 +35,51 @@ _EXPORTS = {
     "transforms": (
         "IMAGENET_MEAN",
         "IMAGENET_STD",
+        "ClipTransform",
         "EvalTransform",
+        "SampleTransform",
         "Stage1TrainTransform",
         "Stage2TrainTransform",
+        "eval_views",
         "multi_scale_crop_params",
         "normalize",
         "random_resized_crop_params",
+        "spatial_crop_boxes",
     ),
     "video_processing_umt": ("UMTVideoProcessor",),
     "finetune_transforms": (
         "FinetuneTrainTransform",
-        "MultiViewClipDecoder",
-        "PreloadedVideoClips",
         "VideoRandAugment",
         "VideoRandomErasing",
         "parse_rand_augment",
-        "read_label_map",
     ),
-    "datasets": (
+    "decoding": (
         "DecodeStats",
+        "ImageClipDecoder",
+        "MultiViewClipDecoder",
+        "PreloadedVideoClips",
         "TooManyDecodeFailures",
         "VideoClipDecoder",
-        "VideoCollator",
         "decode_videos",
+    ),
+    "collate": ("VideoCollator",),
+    "datasets": (
         "load_video_records",
         "records_from_folder",
         "records_from_hub",
         "records_from_table",
         "records_from_webdataset",
     ),
+    "video_text": (
+        "RetrievalAnnotations",
+        "VideoTextCollator",
+        "load_retrieval_annotations",
+        "pre_text",
+        "records_from_image_text",
+        "records_from_webvid",
+    ),
+    "labels": ("read_label_file",),
+    "fileio": ("atomic_file", "atomic_write_text", "publish_directory", "staging_path"),
     "synthetic": ("SyntheticConfig", "ensure_synthetic_dataset", "generate_synthetic_dataset"),
     "mixing": ("VideoMixup",),
     "loaders": ("MediaInterleavedLoader",),

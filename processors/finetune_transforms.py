@@ -12,9 +12,9 @@ Training, in the official order (`kinetics_sparse.py::_aug_frame`), on one clip 
 5. `VideoRandomErasing` -- probability 0.25, one box of 2 %-33 % of the frame filled with per-pixel N(0, 1) noise
    (the "pixel" mode, in normalised space), the same box in every frame (the official `cube=True`).
 
-Evaluation: `MultiViewClipDecoder` decodes a record into num_temporal_clips x num_spatial_crops views with the
-saved `UMTVideoProcessor` (the official test rule: sparse clip c of n, short side resized, 1 or 3 crops along the
-long side), so training-time evaluation and the pipeline share one pre-processing.
+Evaluation: `processors.decoding.MultiViewClipDecoder` decodes a record into num_temporal_clips x num_spatial_crops
+views with the saved `UMTVideoProcessor` (the official test rule: sparse clip c of n, short side resized, 1 or 3 crops
+along the long side), so training-time evaluation and the pipeline share one pre-processing.
 
 Deviations from the official code, all in RandAugment: ops run on uint8 tensors with torchvision instead of PIL
 images; rotate / shear / translate use bilinear interpolation (torchvision has no bicubic for tensors; the official
@@ -24,28 +24,21 @@ scripts use PIL bicubic); shear is about the top-left corner as in PIL. Randomne
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as tvF
 
-from .datasets import VideoClipDecoder
-from .sampling import sample_indices
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, _check_clip, _pair, normalize, random_resized_crop_params
 
 __all__ = [
     "RAND_AUGMENT_OPS",
     "FinetuneTrainTransform",
-    "MultiViewClipDecoder",
-    "PreloadedVideoClips",
     "VideoRandAugment",
     "VideoRandomErasing",
     "parse_rand_augment",
-    "read_label_map",
 ]
 
 MAX_LEVEL = 10.0
@@ -317,133 +310,3 @@ class FinetuneTrainTransform:
         if self.erasing is not None:
             video = self.erasing(video, generator)
         return video.contiguous()
-
-
-class MultiViewClipDecoder(VideoClipDecoder):
-    """Decode one record into evaluation views with a `UMTVideoProcessor` (official multi-view test, §6.2).
-
-    Args:
-        processor: the `UMTVideoProcessor` that will be saved with the model (its size / crop / normalisation).
-        num_frames: frames per clip (T).
-        num_temporal_clips, num_spatial_crops: views per video, V = clips x crops (4 x 3 for Kinetics).
-        stats: decode-failure counters (see `VideoClipDecoder`).
-
-    `decode(video)` -> float32 (V, T, 3, H, W), views clip-major as `UMTVideoProcessor` orders them; with
-    `squeeze_single_view=True` and V = 1, (T, 3, H, W). Use with `processors.datasets.decode_videos`; batches from
-    `VideoCollator` are then (B, V, T, 3, H, W), which `UMTFineTuningTrainer` evaluates by averaging the per-view
-    softmax.
-    """
-
-    def __init__(
-        self,
-        processor: Callable,
-        num_frames: int = 8,
-        num_temporal_clips: int = 1,
-        num_spatial_crops: int = 1,
-        squeeze_single_view: bool = True,
-        **kwargs,
-    ):
-        super().__init__(num_frames=num_frames, sampling="sparse_test", transform=lambda clip: clip, **kwargs)
-        for name, value in (("num_temporal_clips", num_temporal_clips), ("num_spatial_crops", num_spatial_crops)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.processor = processor
-        self.num_temporal_clips, self.num_spatial_crops = num_temporal_clips, num_spatial_crops
-        self.squeeze_single_view = squeeze_single_view
-
-    @property
-    def num_views(self) -> int:
-        return self.num_temporal_clips * self.num_spatial_crops
-
-    def decode(self, video, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One video field -> float32 views (V, T, 3, H, W) (deterministic: `generator` is not used)."""
-        source = self._source(video)
-        if source is None:
-            from .video_io import VideoDecodeError, describe_source
-
-            raise VideoDecodeError(describe_source(video), "the record has neither bytes nor a path")
-        views = self.processor(
-            source,
-            do_sample_frames=True,
-            num_frames=self.num_frames,
-            num_temporal_clips=self.num_temporal_clips,
-            num_spatial_crops=self.num_spatial_crops,
-            video_backend=self.backend,
-            return_tensors="pt",
-        )["pixel_values"]  # (V, T, 3, H, W)
-        return views[0] if self.squeeze_single_view and views.shape[0] == 1 else views
-
-
-def read_label_map(path: str | os.PathLike) -> list[str]:
-    """Class names by id from a label-map file.
-
-    Accepted: a JSON list of names; a JSON object {name: id} or {id: name} (ids as ints or digit strings, e.g. the
-    official `k710/label_mixto400.json`-style maps or a saved `config.json`'s `id2label`); a text file with one name
-    per line (id = line number; blank lines skipped).
-
-    Returns:
-        list of names, index = class id (ids must be 0..K-1 without gaps).
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"label_map {path!r} is not a file")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if path.endswith(".json"):
-        data = json.loads(text)
-        if isinstance(data, dict) and "id2label" in data:
-            data = data["id2label"]
-        if isinstance(data, list):
-            return [str(name) for name in data]
-        if not isinstance(data, dict) or not data:
-            raise ValueError(f"label_map {path!r} must hold a JSON list or a non-empty object, got {type(data).__name__}")
-        keys_are_ids = all(str(k).strip().isdigit() for k in data)
-        pairs = {int(k): str(v) for k, v in data.items()} if keys_are_ids else {int(v): str(k) for k, v in data.items()}
-    else:
-        pairs = dict(enumerate(line.strip() for line in text.splitlines() if line.strip()))
-    if sorted(pairs) != list(range(len(pairs))):
-        raise ValueError(f"label_map {path!r} must number its classes 0..{len(pairs) - 1} without gaps")
-    return [pairs[i] for i in range(len(pairs))]
-
-
-class PreloadedVideoClips(torch.utils.data.Dataset):
-    """A map-style dataset that decodes every video of `records` once and keeps its frames in memory (uint8), then
-    serves clips exactly as `decode_videos(records, decoder)` would: the decoder's frame-sampling rule and transform
-    run at every access, with the decoder's per-sample generator when it has a seed.
-
-    For small datasets on CPU, where decoding every clip at every step costs more than the model (the synthetic
-    evidence run). Memory: videos x frames x 3 x H x W bytes (4,000 clips of 16 frames at 32 px: 200 MB). Videos that
-    fail to decode are counted in `decoder.stats` and left out.
-
-    Item: {"pixel_values": float32 (T, 3, H', W'), "label": int} (and "caption" when the records have one).
-    """
-
-    def __init__(self, records, decoder: VideoClipDecoder):
-        from .video_io import VideoDecodeError, VideoReader
-
-        self.decoder = decoder
-        self.frames: list[torch.Tensor] = []
-        self.rows: list[dict] = []
-        for row in records:
-            try:
-                with VideoReader(decoder._source(row["video"]), decoder.backend) as reader:
-                    frames = reader.get_frames(list(range(reader.num_frames)))
-            except VideoDecodeError as error:
-                decoder.stats.record_failure(error)
-                continue
-            decoder.stats.record_success()
-            self.frames.append(frames)
-            self.rows.append({key: row[key] for key in ("label", "caption") if key in row})
-        if not self.frames:
-            raise ValueError("records holds no video that decodes; nothing to preload")
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, index: int) -> dict:
-        frames, generator = self.frames[index], self.decoder.generator_for(index)
-        indices = sample_indices(self.decoder.sampling, self.decoder.num_frames, frames.shape[0], generator=generator)
-        clip = frames[torch.as_tensor(indices)]
-        transform = self.decoder.transform
-        pixel_values = transform(clip) if generator is None else transform(clip, generator)
-        return {**self.rows[index], "pixel_values": pixel_values}

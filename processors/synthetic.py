@@ -32,12 +32,13 @@ import os
 import shutil
 import sys
 import tarfile
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import publish_directory, staging_path
 
 __all__ = ["CLASS_NAMES", "SyntheticConfig", "ensure_synthetic_dataset", "generate_synthetic_dataset", "render_clip"]
 
@@ -376,15 +377,15 @@ def ensure_synthetic_dataset(
     if (final / "info.json").is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
+    staging = staging_path(final, "staging")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run of a process with the same id
     try:
         generate_synthetic_dataset(staging, config, num_workers)
         try:
-            os.rename(staging, final)  # atomic on one filesystem
-        except OSError:
-            if not (final / "info.json").is_file():  # not a concurrent winner: a stale incomplete folder
-                shutil.rmtree(final, ignore_errors=True)
-                os.rename(staging, final)
+            publish_directory(staging, final, replace=False)
+        except OSError:  # FileExistsError too: a concurrent caller published first, or a stale incomplete folder
+            if not (final / "info.json").is_file():
+                publish_directory(staging, final, replace=True)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

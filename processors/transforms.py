@@ -21,15 +21,19 @@ from torchvision.transforms.v2 import functional as tvF
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "ClipTransform",
     "EvalTransform",
     "Stage1TrainTransform",
+    "SampleTransform",
     "Stage2TrainTransform",
     "center_crop_box",
+    "eval_views",
     "fixed_crop_offsets",
     "multi_scale_crop_params",
     "normalize",
     "random_resized_crop_params",
     "shortest_edge_size",
+    "spatial_crop_boxes",
 ]
 
 # ImageNet statistics: the official code normalises student *and* teacher inputs with these (not CLIP's).
@@ -275,14 +279,101 @@ class Stage2TrainTransform:
         return normalize(self.crop(video, generator), self.mean, self.std)
 
 
+def spatial_crop_boxes(height: int, width: int, crop_height: int, crop_width: int, num_crops: int = 1) -> list[tuple[int, int]]:
+    """(top, left) of each spatial test view: the centre crop, or `num_crops` evenly spaced crops along the long side.
+
+    Official test rule: start = int(k * (long - crop) / (num_crops - 1)) along the long side; the short side is
+    centred (the official code resizes it to the crop size, so there it needs no crop at all).
+    """
+    if crop_height > height or crop_width > width:
+        raise ValueError(
+            f"crop size ({crop_height}, {crop_width}) is larger than the resized frame ({height}, {width}); "
+            "make the shortest edge >= the crop size"
+        )
+    top, left = center_crop_box(height, width, crop_height, crop_width)
+    if num_crops == 1:
+        return [(top, left)]
+    if height > width:
+        step = (height - crop_height) / (num_crops - 1)
+        return [(int(k * step), left) for k in range(num_crops)]
+    step = (width - crop_width) / (num_crops - 1)
+    return [(top, int(k * step)) for k in range(num_crops)]
+
+
+def eval_views(
+    video: torch.Tensor,
+    resize: int | Sequence[int] | None,
+    crop_size: Sequence[int] | None,
+    interpolation: InterpolationMode = InterpolationMode.BILINEAR,
+    num_temporal_clips: int = 1,
+    num_spatial_crops: int = 1,
+    rescale_factor: float | None = 1 / 255,
+    mean: Sequence[float] | None = IMAGENET_MEAN,
+    std: Sequence[float] | None = IMAGENET_STD,
+) -> torch.Tensor:
+    """The evaluation pre-processing, the one implementation behind `UMTVideoProcessor` and `EvalTransform`.
+
+    Resize (antialiased) -> crop each spatial view -> rescale -> normalise, for `num_temporal_clips` clips given
+    one after the other along the frame axis.
+
+    Args:
+        video: uint8 (num_temporal_clips * T, C, H, W).
+        resize: an int S resizes the short side to S and the long side to `int(S * long / short)` (the official
+            `Resize`); an (height, width) pair resizes to exactly that size; None keeps the frames' size.
+        crop_size: (height, width) of each spatial view; None keeps the whole (resized) frame (one view per clip).
+        num_spatial_crops: 1 for the centre crop, or crops along the long side (`spatial_crop_boxes`).
+        rescale_factor: multiply by this (1 / 255: to [0, 1]); None leaves the values as they are.
+        mean, std: per-channel normalisation after rescaling; None skips it.
+    Returns:
+        float32 (num_temporal_clips * num_spatial_crops, T, C, h, w), views clip-major: (clip 0, crop 0),
+        (clip 0, crop 1), ..., (clip 1, crop 0), ...
+    """
+    if not isinstance(video, torch.Tensor) or video.ndim != 4:
+        raise ValueError(f"video must be a torch tensor (T, C, H, W), got {getattr(video, 'shape', type(video))}")
+    if video.shape[0] % num_temporal_clips:
+        raise ValueError(
+            f"video has {video.shape[0]} frames, not a multiple of num_temporal_clips={num_temporal_clips}"
+        )
+    if num_spatial_crops > 1 and crop_size is None:
+        raise ValueError(f"num_spatial_crops={num_spatial_crops} needs a crop_size, got None")
+    if isinstance(resize, int):
+        video = tvF.resize(video, list(shortest_edge_size(*video.shape[-2:], resize)), interpolation=interpolation,
+                           antialias=True)  # fmt: skip
+    elif resize is not None:
+        video = tvF.resize(video, list(_pair(tuple(resize), "resize")), interpolation=interpolation, antialias=True)
+    height, width = video.shape[-2:]
+    out_h, out_w = (height, width) if crop_size is None else _pair(tuple(crop_size), "crop_size")
+    boxes = spatial_crop_boxes(height, width, out_h, out_w, num_spatial_crops)
+    # Crop before normalising: the float work is then done on the output pixels only.
+    views = torch.stack(
+        [
+            clip[..., top : top + out_h, left : left + out_w]
+            for clip in video.reshape(num_temporal_clips, -1, *video.shape[1:])
+            for top, left in boxes
+        ]
+    )  # (clips * crops, T, C, out_h, out_w), clip-major
+    out = views.to(torch.float32)
+    if rescale_factor is not None:
+        out = out.div_(1.0 / rescale_factor)  # a division, as `normalize`: 1 / (1 / 255) is exactly 255.0
+    if mean is not None and std is not None:
+        channels = out.shape[-3]
+        mean, std = ((v,) * channels if isinstance(v, (int, float)) else v for v in (mean, std))  # one for all channels
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} must have one value per channel ({out.shape[-3]})")
+        out = (out - torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)) / torch.tensor(
+            std, dtype=torch.float32
+        ).view(-1, 1, 1)
+    return out
+
+
 class EvalTransform:
-    """Deterministic evaluation transform.
+    """Deterministic evaluation transform: `eval_views` with one view, so exactly `UMTVideoProcessor`'s output.
 
     keep_aspect_ratio=True (Stage-1 fine-tuning validation): resize the short side to `shortest_edge`
-    (bilinear), centre-crop `size` -- the same as `UMTVideoProcessor` with one view. keep_aspect_ratio=False
-    (Stage-2 test): resize straight to `size` x `size` (bicubic), aspect ratio not kept. Then `normalize`.
+    (bilinear), centre-crop `size`. keep_aspect_ratio=False (Stage-2 test): resize straight to `size` x `size`
+    (bicubic), aspect ratio not kept. Then ImageNet normalisation.
 
-    Call: uint8 (T, 3, H, W) -> float32 (T, 3, size, size).
+    Call: uint8 (T, 3, H, W) [, generator (unused)] -> float32 (T, 3, size, size).
     """
 
     def __init__(
@@ -302,10 +393,51 @@ class EvalTransform:
     def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_clip(video)
         if self.keep_aspect_ratio:
-            new_size = shortest_edge_size(video.shape[-2], video.shape[-1], self.shortest_edge)
-            video = tvF.resize(video, list(new_size), interpolation=InterpolationMode.BILINEAR, antialias=True)
-            top, left = center_crop_box(new_size[0], new_size[1], *self.size)
-            video = video[..., top : top + self.size[0], left : left + self.size[1]]
+            views = eval_views(video, self.shortest_edge, self.size, InterpolationMode.BILINEAR, mean=self.mean,
+                               std=self.std)  # fmt: skip
         else:
-            video = tvF.resize(video, list(self.size), interpolation=InterpolationMode.BICUBIC, antialias=True)
-        return normalize(video, self.mean, self.std)
+            views = eval_views(video, self.size, None, InterpolationMode.BICUBIC, mean=self.mean, std=self.std)
+        return views[0]
+
+
+class SampleTransform:
+    """Base of transforms that see the whole sample dict, not only its clip.
+
+    A decoder hands its transform the sample {"pixel_values": uint8 (T, 3, H, W), ...every other key of the record}
+    and a generator (None: torch's global one). Subclass this when a transform must change more than the pixels,
+    e.g. move boxes with the crop; wrap a clip-only transform in `ClipTransform`.
+
+    Call: (sample: dict, generator) -> dict.
+    """
+
+    def __call__(self, sample: dict, generator: torch.Generator | None = None) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__(sample, generator)")
+
+
+class ClipTransform(SampleTransform):
+    """A clip transform applied to `sample[key]` (default "pixel_values"); every other key is left as it is.
+
+    Hook: a clip transform that must also update other keys (boxes, points) defines
+    `transform_sample(sample, generator) -> dict`; it then receives the whole sample instead of the clip.
+
+    Args:
+        transform: uint8 (T, 3, H, W) [, generator] -> tensor; called without the generator when it is None, so
+            transforms that take no generator work too.
+    """
+
+    def __init__(self, transform, key: str = "pixel_values"):
+        if not callable(transform):
+            raise ValueError(f"transform must be callable, got {type(transform).__name__}")
+        self.transform, self.key = transform, key
+
+    def __call__(self, sample: dict, generator: torch.Generator | None = None) -> dict:
+        hook = getattr(self.transform, "transform_sample", None)
+        if hook is not None:
+            return hook(sample, generator)
+        if self.key not in sample:
+            raise ValueError(f"sample has no {self.key!r} key to transform; its keys are {sorted(sample)}")
+        clip = sample[self.key]
+        return {**sample, self.key: self.transform(clip) if generator is None else self.transform(clip, generator)}
+
+    def __repr__(self) -> str:
+        return f"ClipTransform({self.transform!r}, key={self.key!r})"

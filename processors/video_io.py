@@ -50,7 +50,7 @@ __all__ = [
 
 VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np.ndarray, torch.Tensor]
 
-BACKENDS = ("auto", "decord", "pyav")
+BACKENDS = ("auto", "decord", "pyav", "image")  # "image": a still image read as a 1-frame video
 
 DEFAULT_URL_TIMEOUT = 30.0
 DEFAULT_URL_RETRIES = 3
@@ -250,6 +250,18 @@ class _ArrayBackend:
         self._frames = None
 
 
+class _ImageBackend(_ArrayBackend):
+    """A still image (any format PIL reads) as a 1-frame video, so images and videos share one decoding path."""
+
+    name = "image"
+
+    def __init__(self, data: str | bytes):
+        from PIL import Image  # PIL is only needed for image sources
+
+        with Image.open(data if isinstance(data, str) else io.BytesIO(data)) as image:
+            super().__init__(torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)[None])
+
+
 def frames_to_tchw(frames: np.ndarray | torch.Tensor, layout: str | None = None) -> torch.Tensor:
     """Turn already-decoded frames into a (T, C, H, W) uint8 tensor with 3 channels.
 
@@ -343,8 +355,8 @@ class VideoReader:
     Args:
         source: path, http(s) URL, bytes / bytearray / memoryview, binary file object, or decoded frames
             (numpy / torch uint8, THWC or TCHW; see `frames_to_tchw`).
-        backend: "auto" (decord, then PyAV if decord is missing or fails), "decord" or "pyav". Ignored for
-            decoded frames.
+        backend: "auto" (decord, then PyAV if decord is missing or fails), "decord", "pyav", or "image" (a still
+            image, read with PIL as a 1-frame video). Ignored for decoded frames.
         timeout, retries: for URLs, see `fetch_url`.
     Attributes:
         num_frames, fps: known as soon as the video is open.
@@ -381,7 +393,7 @@ class VideoReader:
 
     def _open_next(self, names: list[str]):
         for name in names:
-            backend_class = _DecordBackend if name == "decord" else _PyAVBackend
+            backend_class = {"decord": _DecordBackend, "pyav": _PyAVBackend, "image": _ImageBackend}[name]
             try:
                 backend = backend_class(self._data)
             except Exception as error:  # each library raises its own types; keep the text for the report

@@ -17,14 +17,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchvision.transforms.v2 import InterpolationMode
 from transformers.image_processing_utils import BatchFeature
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    PILImageResampling,
+    SizeDict,
+    pil_torch_interpolation_mapping,
+)
 from transformers.processing_utils import Unpack, VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 from .sampling import middle_indices, sparse_test_indices
-from .transforms import center_crop_box
+from .transforms import eval_views
 from .video_io import BACKENDS, VideoReader
 
 __all__ = ["UMTVideoProcessor", "UMTVideoProcessorKwargs"]
@@ -51,6 +58,10 @@ class UMTVideoProcessorKwargs(VideosKwargs, total=False):
     num_spatial_crops: int
     frame_sampling: str
     video_backend: str
+
+
+def _size_dict(size: SizeDict | dict) -> SizeDict:
+    return size if isinstance(size, SizeDict) else SizeDict(**size)
 
 
 def _is_encoded(video: Any) -> bool:
@@ -240,24 +251,6 @@ class UMTVideoProcessor(BaseVideoProcessor):
             return self.fetch_videos(list(videos), sample_indices_fn if do_sample_frames else None)
         return super()._decode_and_sample_videos(videos, video_metadata, do_sample_frames, sample_indices_fn)
 
-    def _crop_boxes(self, height: int, width: int, crop: SizeDict, num_spatial_crops: int) -> list[tuple[int, int]]:
-        """(top, left) of each spatial view: centre crop, or evenly spaced crops along the long side."""
-        if crop.height > height or crop.width > width:
-            raise ValueError(
-                f"crop_size ({crop.height}, {crop.width}) is larger than the resized frame ({height}, {width}); "
-                "make size['shortest_edge'] >= the crop size"
-            )
-        top, left = center_crop_box(height, width, crop.height, crop.width)
-        if num_spatial_crops == 1:
-            return [(top, left)]
-        # Official test rule: start = int(k * (long - crop) / (n - 1)) along the long side; the short side is
-        # centred (the official code resizes it to the crop size, so there it needs no crop at all).
-        if height > width:
-            step = (height - crop.height) / (num_spatial_crops - 1)
-            return [(int(k * step), left) for k in range(num_spatial_crops)]
-        step = (width - crop.width) / (num_spatial_crops - 1)
-        return [(top, int(k * step)) for k in range(num_spatial_crops)]
-
     def _preprocess(
         self,
         videos: list[torch.Tensor],
@@ -282,26 +275,62 @@ class UMTVideoProcessor(BaseVideoProcessor):
             raise ValueError(f"num_spatial_crops={crops} needs do_center_crop=True and a crop_size")
         views = []
         for video in videos:  # (clips * T, C, H, W) uint8
-            if video.shape[0] % clips:
-                raise ValueError(f"a video has {video.shape[0]} frames, not a multiple of num_temporal_clips={clips}")
-            if do_resize:
-                video = self.resize(video, size=size, resample=resample)  # all frames and clips in one call
-            height, width = video.shape[-2:]
-            boxes = self._crop_boxes(height, width, crop_size, crops) if do_center_crop else [(0, 0)]
-            out_h, out_w = (crop_size.height, crop_size.width) if do_center_crop else (height, width)
-            # Crop before normalising: the float work is then done on the output pixels only.
-            cropped = torch.stack(
-                [
-                    clip[..., top : top + out_h, left : left + out_w]
-                    for clip in video.reshape(clips, -1, *video.shape[1:])
-                    for top, left in boxes
-                ]
-            )  # (clips * crops, T, C, out_h, out_w), clip-major
-            cropped = self.rescale_and_normalize(
-                cropped, do_rescale, rescale_factor, do_normalize, image_mean, image_std
-            )
-            views.extend(cropped.unbind(0))
+            out = self.views(video, clips, crops, do_resize, size, resample, do_center_crop, crop_size,
+                             do_rescale, rescale_factor, do_normalize, image_mean, image_std)  # fmt: skip
+            views.extend(out.unbind(0))
         return BatchFeature(data={"pixel_values_videos": views}, tensor_type=return_tensors)
+
+    def views(
+        self,
+        video: torch.Tensor,
+        num_temporal_clips: int = 1,
+        num_spatial_crops: int = 1,
+        do_resize: bool | None = None,
+        size: SizeDict | dict | None = None,
+        resample=None,
+        do_center_crop: bool | None = None,
+        crop_size: SizeDict | dict | None = None,
+        do_rescale: bool | None = None,
+        rescale_factor: float | None = None,
+        do_normalize: bool | None = None,
+        image_mean=None,
+        image_std=None,
+    ) -> torch.Tensor:
+        """The views of one decoded video with this processor's settings (None: the instance's own).
+
+        Args:
+            video: uint8 (num_temporal_clips * T, C, H, W), the clips one after the other.
+        Returns:
+            float32 (num_temporal_clips * num_spatial_crops, T, C, H, W), clip-major (`processors.transforms.eval_views`,
+            the one implementation shared with `EvalTransform`).
+        """
+        pick = lambda value, default: default if value is None else value  # noqa: E731
+        size, crop_size = _size_dict(pick(size, self.size)), _size_dict(pick(crop_size, self.crop_size))
+        resize = None
+        if pick(do_resize, self.do_resize):
+            if size.shortest_edge and not size.longest_edge:
+                resize = size.shortest_edge
+            elif size.height and size.width:
+                resize = (size.height, size.width)
+            else:
+                raise ValueError(f"size must hold 'shortest_edge' or 'height' and 'width', got {dict(size)}")
+        resample = pick(resample, self.resample)
+        if isinstance(resample, (PILImageResampling, int)):
+            resample = pil_torch_interpolation_mapping[resample]
+        elif resample is None:  # transformers' default for a processor without a resample
+            resample = InterpolationMode.BILINEAR
+        normalize = pick(do_normalize, self.do_normalize)
+        return eval_views(
+            video,
+            resize,
+            (crop_size.height, crop_size.width) if pick(do_center_crop, self.do_center_crop) else None,
+            resample,
+            num_temporal_clips,
+            num_spatial_crops,
+            pick(rescale_factor, self.rescale_factor) if pick(do_rescale, self.do_rescale) else None,
+            pick(image_mean, self.image_mean) if normalize else None,
+            pick(image_std, self.image_std) if normalize else None,
+        )
 
     @staticmethod
     def merge_views(logits: torch.Tensor, num_views: int) -> torch.Tensor:

@@ -1,14 +1,14 @@
 """Video-text and image-text data for UMT Stage 2 and retrieval: sources, captions, tokenised batches.
 
-Builds on `processors.datasets` (records -> lazy decoding with skipped-and-counted failures) and adds what the
-vision-language stage needs:
+Sources only: decoding is `processors.decoding.decode_videos` with a `VideoClipDecoder` (or `ImageClipDecoder`), the
+same seeded per-sample pipeline as Stage 1. This module adds what the vision-language stage needs:
 
 * `records_from_webvid(source)`: WebVid-style tables (`videoid`, `contentUrl` or `page_dir`, `name`), local CSV / JSONL
   or a Hub dataset id, map-style or streamed. Videos come from a local copy (`video_root/page_dir/videoid.mp4`, or
   `video_root/videoid.mp4`), a mirror (`url_template="https://mirror/{page_dir}/{videoid}.mp4"`), or the table's
   own `contentUrl` -- the official WebVid host is gone, so local copies and mirrors are first-class.
 * `records_from_image_text(source)`: CC3M-style image-text pairs (`image`/`url`/`path`, `caption`); images become
-  1-frame videos (`ImageClipDecoder`).
+  1-frame videos (`processors.decoding.ImageClipDecoder`).
 * `load_retrieval_annotations(path)`: the official retrieval JSON (`[{"video": ..., "caption": str | [str]}]`) or a
   CSV (`video, caption`), with several captions per video, as MSRVTT / DiDeMo.
 * `pre_text`: the official caption cleaning; `VideoTextCollator`: tokenised batches for the Trainer.
@@ -20,26 +20,22 @@ video share it: the VTC / VTM positives).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import datasets
-import numpy as np
-import torch
 
-from .datasets import DecodeStats, Records
-from .video_io import VideoDecodeError, describe_source, fetch_url
+from .collate import VideoCollator
+from .datasets import _column_names
+from .decoding import Records
 
 __all__ = [
-    "ImageClipDecoder",
     "RetrievalAnnotations",
     "VideoTextCollator",
-    "decode_pairs",
     "load_retrieval_annotations",
     "pre_text",
     "records_from_image_text",
@@ -75,12 +71,6 @@ def _load_table(source: str, split: str, streaming: bool, **kwargs: Any) -> Reco
     return datasets.load_dataset(path, split=split, streaming=streaming, **kwargs)  # a Hub id or dataset folder
 
 
-def _columns(records: Records) -> list[str]:
-    if records.column_names is not None:
-        return list(records.column_names)
-    return list(next(iter(records)).keys())
-
-
 def records_from_webvid(
     source: str | os.PathLike,
     video_root: str | os.PathLike | None = None,
@@ -100,7 +90,7 @@ def records_from_webvid(
     Returns a Dataset (IterableDataset when streaming) with columns video, caption, id (= row number, unique).
     """
     records = _load_table(os.fspath(source), split, streaming, **load_kwargs)
-    names = _columns(records)
+    names = _column_names(records)
     for required in ("videoid", "name"):
         if required not in names:
             raise ValueError(
@@ -144,7 +134,7 @@ def records_from_image_text(
     Returns a Dataset (IterableDataset when streaming) with columns video (the image source), caption, id.
     """
     records = _load_table(os.fspath(source), split, streaming, **load_kwargs)
-    names = _columns(records)
+    names = _column_names(records)
     lowered = {n.lower(): n for n in names}
     image = image_column or next((lowered[c] for c in _IMAGE_COLUMNS if c in lowered), None)
     caption = caption_column or next((lowered[c] for c in _CAPTION_COLUMNS if c in lowered), None)
@@ -168,114 +158,6 @@ def records_from_image_text(
         return {"video": value, "caption": str(row[caption]), "id": index}
 
     return records.map(to_canonical, with_indices=True, remove_columns=names)
-
-
-# --------------------------------------------------------------------------------------------------
-# Decoding images as 1-frame videos
-# --------------------------------------------------------------------------------------------------
-class ImageClipDecoder:
-    """Decode one image into a 1-frame clip: path / URL / bytes / {"bytes", "path"} -> float32 (1, 3, H', W').
-
-    Same interface as `VideoClipDecoder` (`decode`, `stats`, call on an example), so `decode_pairs` attaches either.
-    """
-
-    def __init__(
-        self,
-        transform: Callable[[torch.Tensor], torch.Tensor],
-        stats: DecodeStats | None = None,
-        url_timeout: float = 30.0,
-        url_retries: int = 3,
-    ):
-        self.transform = transform
-        self.stats = stats if stats is not None else DecodeStats()
-        self.url_timeout, self.url_retries = url_timeout, url_retries
-        self.num_frames = 1
-
-    def decode(self, image: Any) -> torch.Tensor:
-        """One image field -> float32 (1, 3, H', W'). Raises VideoDecodeError when it cannot be read."""
-        from PIL import Image, UnidentifiedImageError
-
-        source = image.get("bytes") or image.get("path") if isinstance(image, dict) else image
-        if source is None:
-            raise VideoDecodeError(describe_source(image), "the record has neither bytes nor a path")
-        try:
-            if isinstance(source, str) and source.startswith(("http://", "https://")):
-                source = fetch_url(source, self.url_timeout, self.url_retries)
-            handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-            with Image.open(handle) as img:
-                array = np.asarray(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as error:
-            raise VideoDecodeError(describe_source(source), str(error)) from error
-        frames = torch.from_numpy(array.copy()).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
-        return self.transform(frames)
-
-    def __call__(self, example: dict) -> dict:
-        try:
-            pixel_values = self.decode(example["video"])
-        except VideoDecodeError as error:
-            self.stats.record_failure(error)
-            pixel_values = None
-        else:
-            self.stats.record_success()
-        out = {key: example[key] for key in ("caption", "id", "label") if key in example}
-        out["pixel_values"] = pixel_values
-        return out
-
-
-class _DecodePairs:
-    """`with_transform` function: decode each row's `video`, keep its other columns (caption, id); a row that fails
-    is replaced by a random other row (as the official loaders), every failure counted in the decoder's stats."""
-
-    MAX_CONSECUTIVE_FAILURES = 100
-
-    def __init__(self, decoder, records: datasets.Dataset):
-        self.decoder, self.records = decoder, records
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        rows = [{key: values[i] for key, values in batch.items()} for i in range(len(batch["video"]))]
-        decoded = [self._decode(row) for row in rows]
-        return {key: [out[key] for out in decoded] for key in decoded[0]}
-
-    def _decode(self, row: dict) -> dict:
-        for _ in range(self.MAX_CONSECUTIVE_FAILURES):
-            try:
-                pixel_values = self.decoder.decode(row["video"])
-            except VideoDecodeError as error:
-                self.decoder.stats.record_failure(error)
-                row = self.records[int(torch.randint(len(self.records), (1,)).item())]
-                continue
-            self.decoder.stats.record_success()
-            return {**{k: v for k, v in row.items() if k != "video"}, "pixel_values": pixel_values}
-        raise VideoDecodeError(
-            f"<{self.MAX_CONSECUTIVE_FAILURES} rows>", f"all failed to decode ({self.decoder.stats})"
-        )
-
-
-def decode_pairs(records: Records, decoder) -> Records:
-    """Attach lazy decoding to video-text / image-text records, keeping `caption` and `id`.
-
-    decoder: a `processors.datasets.VideoClipDecoder` or an `ImageClipDecoder`. Streaming records skip what fails to
-    decode; map-style records serve a random other row in its place (see `processors.datasets.decode_videos`).
-    Returns a dataset of {"pixel_values": (T, 3, H, W), "caption", "id"}.
-    """
-    if isinstance(records, datasets.IterableDataset):
-
-        def decode(row: dict) -> dict:
-            try:
-                pixel_values = decoder.decode(row["video"])
-            except VideoDecodeError as error:
-                decoder.stats.record_failure(error)
-                pixel_values = None
-            else:
-                decoder.stats.record_success()
-            return {"pixel_values": pixel_values}
-
-        return records.map(decode, remove_columns=["video"]).filter(lambda e: e["pixel_values"] is not None)
-    if isinstance(records, datasets.Dataset):
-        if len(records) == 0:
-            raise ValueError("records is an empty dataset; there is nothing to decode")
-        return records.with_transform(_DecodePairs(decoder, records))
-    raise ValueError(f"records must be a datasets.Dataset or IterableDataset, got {type(records).__name__}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -373,32 +255,32 @@ def load_retrieval_annotations(
 # --------------------------------------------------------------------------------------------------
 # Batching
 # --------------------------------------------------------------------------------------------------
-class VideoTextCollator:
-    """Batch decoded video-text (or image-text) examples for UMT Stage 2.
+class VideoTextCollator(VideoCollator):
+    """Batch decoded video-text (or image-text) samples for UMT Stage 2: `VideoCollator`, captions tokenised.
 
-    Examples: {"pixel_values": (T, 3, H, W), "caption": str, ["id": int]}. Output: pixel_values (B, T, 3, H, W),
-    input_ids / attention_mask (B, max_length) from `tokenizer` on `pre_text` captions (padded to max_length,
-    truncated, as the official code), and ids (B,) when the examples have ids.
+    Samples: {"pixel_values": (T, 3, H, W), "caption": str, ["id": int], ...}. Output: `VideoCollator`'s batch
+    (pixel_values (B, T, 3, H, W), ids (B,) when the samples have ids, every other key) with the captions replaced
+    by input_ids / attention_mask (B, max_length) from `tokenizer` on `pre_text` captions (padded to max_length,
+    truncated, as the official code).
     """
 
     def __init__(self, tokenizer, max_length: int = 32, clean_captions: bool = True):
+        super().__init__()
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2 ([CLS] and [SEP]), got {max_length}")
         self.tokenizer, self.max_length, self.clean_captions = tokenizer, max_length, clean_captions
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, Any]:
-        good = [e for e in examples if e.get("pixel_values") is not None]
-        if not good:
-            raise VideoDecodeError(f"<batch of {len(examples)}>", "every clip of this batch failed to decode")
-        captions = [pre_text(e["caption"]) if self.clean_captions else e["caption"] for e in good]
+        batch = super().__call__(examples)
+        captions = batch.pop(self.names.get("caption", "caption"), None)
+        if captions is None:
+            raise ValueError(f"samples must carry a 'caption' for VideoTextCollator; the batch has {sorted(batch)}")
         text = self.tokenizer(
-            captions, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+            [pre_text(c) if self.clean_captions else c for c in captions],
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
         )
-        batch: dict[str, Any] = {
-            "pixel_values": torch.stack([torch.as_tensor(e["pixel_values"]) for e in good]),
-            "input_ids": text["input_ids"],
-            "attention_mask": text["attention_mask"],
-        }
-        if good[0].get("id") is not None:
-            batch["ids"] = torch.as_tensor([int(e["id"]) for e in good], dtype=torch.long)
+        batch.update(input_ids=text["input_ids"], attention_mask=text["attention_mask"])
         return batch

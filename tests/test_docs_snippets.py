@@ -47,7 +47,7 @@ SNIPPET_TIMEOUT_S = 600
 FENCE_OPEN = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 SHELL_LANGS = {"bash", "sh", "shell", "console", "zsh"}
 # Top-level folders of the repository that docs refer to by path (`outputs/` is a run output, not part of the repo).
-REPO_DIRS = ("training_scripts", "modeling_umt", "processors", "benchmarks", "tests", "metrics", "docs")
+REPO_DIRS = ("training_scripts", "modeling_umt", "processors", "benchmarks", "tests", "docs")
 LAUNCHERS = {"torchrun", "deepspeed"}
 
 

@@ -146,8 +146,9 @@ def test_frame_level_baseline_ignores_frame_order():
 
 
 def test_preloaded_clips_equal_lazily_decoded_ones(tmp_path):
-    from processors.datasets import VideoClipDecoder, decode_videos, load_video_records
-    from processors.finetune_transforms import FinetuneTrainTransform, PreloadedVideoClips
+    from processors.datasets import load_video_records
+    from processors.decoding import PreloadedVideoClips, VideoClipDecoder, decode_videos
+    from processors.finetune_transforms import FinetuneTrainTransform
     from processors.synthetic import ensure_synthetic_dataset
 
     root = ensure_synthetic_dataset(cache_dir=tmp_path.parent / "umt-cache", num_videos=40, size=32)

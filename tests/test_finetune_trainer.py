@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from transformers import TrainingArguments
 
 from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoClassification
+from modeling_umt.metrics import metric_path
 from modeling_umt.loading import load_video_classifier, select_label_subset
 from modeling_umt.losses import smooth_one_hot, soft_target_cross_entropy
 from modeling_umt.trainers import UMTFineTuningTrainer, layer_decay_parameter_groups, top_k_compute_metrics, umt_layer_id
@@ -23,8 +24,8 @@ from processors.finetune_transforms import (
     VideoRandAugment,
     VideoRandomErasing,
     parse_rand_augment,
-    read_label_map,
 )
+from processors.labels import read_label_file
 from processors.video_processing_umt import UMTVideoProcessor
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -205,9 +206,9 @@ def test_multi_view_probabilities_are_the_mean_of_per_view_softmax(tmp_path):
 
 
 def test_local_evaluate_metrics():
-    accuracy = evaluate.load(str(ROOT / "metrics" / "accuracy"))
+    accuracy = evaluate.load(metric_path("accuracy"))
     assert accuracy.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0]) == {"accuracy": 0.75}
-    top_k = evaluate.load(str(ROOT / "metrics" / "top_k_accuracy"))
+    top_k = evaluate.load(metric_path("top_k_accuracy"))
     scores = [[0.1, 0.5, 0.2, 0.15, 0.05, 0.0], [0.3, 0.2, 0.1, 0.25, 0.1, 0.05]]
     assert top_k.compute(predictions=scores, references=[2, 5], k=[1, 2, 5]) == {"top1": 0.0, "top2": 0.5, "top5": 0.5}
 
@@ -309,15 +310,15 @@ def test_random_erasing_box_and_probability():
             assert 0.02 * 1024 * 0.8 <= h * w <= 1024 / 3 * 1.2 and top + h <= 32 and left + w <= 32
 
 
-def test_read_label_map_formats(tmp_path):
+def test_read_label_file_formats(tmp_path):
     (tmp_path / "a.txt").write_text("jump\nrun\n\nswim\n")
     (tmp_path / "b.json").write_text('{"run": 1, "jump": 0}')
     (tmp_path / "c.json").write_text('{"0": "x", "1": "y"}')
     (tmp_path / "d.json").write_text('["p", "q"]')
-    assert read_label_map(tmp_path / "a.txt") == ["jump", "run", "swim"]
-    assert read_label_map(tmp_path / "b.json") == ["jump", "run"]
-    assert read_label_map(tmp_path / "c.json") == ["x", "y"]
-    assert read_label_map(tmp_path / "d.json") == ["p", "q"]
+    assert read_label_file(tmp_path / "a.txt") == ["jump", "run", "swim"]
+    assert read_label_file(tmp_path / "b.json") == ["jump", "run"]
+    assert read_label_file(tmp_path / "c.json") == ["x", "y"]
+    assert read_label_file(tmp_path / "d.json") == ["p", "q"]
     (tmp_path / "e.json").write_text('{"a": 0, "b": 2}')
     with pytest.raises(ValueError, match="without gaps"):
-        read_label_map(tmp_path / "e.json")
+        read_label_file(tmp_path / "e.json")

@@ -11,18 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from processors.collate import VideoCollator
 from processors.datasets import (
-    DecodeStats,
-    TooManyDecodeFailures,
-    VideoClipDecoder,
-    VideoCollator,
-    decode_videos,
     load_video_records,
     records_from_folder,
     records_from_hub,
     records_from_table,
     records_from_webdataset,
 )
+from processors.decoding import DecodeStats, TooManyDecodeFailures, VideoClipDecoder, decode_videos
 from processors.synthetic import encode_mp4
 from processors.transforms import EvalTransform
 from processors.video_io import VideoDecodeError

@@ -1,4 +1,4 @@
-"""The `evaluate` retrieval metric kept in metrics/retrieval, and the recall summary built on it."""
+"""The `evaluate` retrieval metric shipped in modeling_umt/metrics/retrieval.py, and the recall summary built on it."""
 
 from __future__ import annotations
 

@@ -10,13 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from processors.datasets import DecodeStats, VideoClipDecoder
+from processors.decoding import DecodeStats, ImageClipDecoder, VideoClipDecoder, decode_videos
 from processors.synthetic import SyntheticConfig, encode_mp4, render_clip
 from processors.transforms import EvalTransform
 from processors.video_text import (
-    ImageClipDecoder,
     VideoTextCollator,
-    decode_pairs,
     load_retrieval_annotations,
     pre_text,
     records_from_image_text,
@@ -57,7 +55,7 @@ def test_webvid_table_from_a_local_copy_with_page_dir(videos, tmp_path):
     stats = DecodeStats(max_bad_fraction=0.9)
     decoder = VideoClipDecoder(num_frames=2, sampling="middle", transform=EvalTransform(32, keep_aspect_ratio=False),
                                stats=stats)
-    streamed = list(decode_pairs(records_from_webvid(table, video_root=videos, streaming=True), decoder))
+    streamed = list(decode_videos(records_from_webvid(table, video_root=videos, streaming=True), decoder))
     assert [e["caption"] for e in streamed] == ["Clip zero.", "Clip one!"] and stats.num_skipped == 1
     assert streamed[0]["pixel_values"].shape == (2, 3, 32, 32) and streamed[1]["id"] == 1
     with pytest.raises(ValueError, match="videoid"):
@@ -74,7 +72,7 @@ def test_image_text_pairs_become_one_frame_videos(tmp_path):
     )
     records = records_from_image_text(tmp_path / "cc3m.jsonl")
     decoder = ImageClipDecoder(EvalTransform(32, keep_aspect_ratio=False))
-    data = decode_pairs(records, decoder)
+    data = decode_videos(records, decoder)
     example = data[1]
     assert example["pixel_values"].shape == (1, 3, 32, 32) and example["caption"] == "picture 1" and example["id"] == 1
     with pytest.raises(Exception, match="cannot decode"):

@@ -46,19 +46,17 @@ from modeling_umt.trainers import (  # noqa: E402
     scale_learning_rate,
     top_k_compute_metrics,
 )
-from processors.datasets import (  # noqa: E402
+from processors.collate import VideoCollator  # noqa: E402
+from processors.datasets import load_video_records  # noqa: E402
+from processors.decoding import (  # noqa: E402
     DecodeStats,
-    VideoClipDecoder,
-    VideoCollator,
-    decode_videos,
-    load_video_records,
-)
-from processors.finetune_transforms import (  # noqa: E402
-    FinetuneTrainTransform,
     MultiViewClipDecoder,
     PreloadedVideoClips,
-    read_label_map,
+    VideoClipDecoder,
+    decode_videos,
 )
+from processors.finetune_transforms import FinetuneTrainTransform  # noqa: E402
+from processors.labels import read_label_file  # noqa: E402
 from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
 from processors.video_processing_umt import UMTVideoProcessor  # noqa: E402
 
@@ -206,7 +204,7 @@ def resolve_labels(data_args: DataArguments, train_records, synthetic_root) -> l
     """Class names by id: --label_map, else the source's own names (class folders, the synthetic dataset), else
     LABEL_i for the ids found in a map-style table."""
     if data_args.label_map:
-        return read_label_map(data_args.label_map)
+        return read_label_file(data_args.label_map)
     if synthetic_root is not None:
         return json.loads((synthetic_root / "info.json").read_text())["classes"]
     feature = (getattr(train_records, "features", None) or {}).get("label")
@@ -227,7 +225,7 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, id2label: 
         subset = None
         if model_args.label_subset:
             spec = model_args.label_subset
-            subset = read_label_map(spec) if os.path.isfile(spec) else [s.strip() for s in spec.split(",") if s.strip()]
+            subset = read_label_file(spec) if os.path.isfile(spec) else [s.strip() for s in spec.split(",") if s.strip()]
         model = load_video_classifier(model_args.model_name_or_path, id2label=id2label, label_subset=subset, **overrides)
         if model.config.num_frames != data_args.num_frames or model.config.image_hw != (data_args.image_size,) * 2:
             raise ValueError(

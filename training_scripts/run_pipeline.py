@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+from processors.fileio import atomic_write_text  # noqa: E402  (standard library only: the driver stays light)
 
 
 @dataclass
@@ -234,10 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, path in results["figures"].items():
         print(f"[pipeline] figure {name}: {path}")
     for name, text in (("results.json", json.dumps(results, indent=2)), ("results.md", table + "\n")):
-        path = os.path.join(out, name)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        atomic_write_text(os.path.join(out, name), text)
     print(f"[pipeline] results: {os.path.join(out, 'results.md')} and results.json "
           f"({results['total_seconds_this_run']:.0f} s this run)")
     return results

@@ -10,7 +10,7 @@
 
 Evaluation reports text-to-video (t2v) and video-to-text (v2t) R@1/5/10 and their mean, for ITC alone (the frame-
 averaged cosine) and for ITC + ITM (the top-k = 128 candidates of every query re-scored by the matching head, official
-protocol), through the `evaluate` metric kept in `metrics/retrieval`. Annotations: the official JSON
+protocol), through the `evaluate` metric `modeling_umt/metrics/retrieval.py`. Annotations: the official JSON
 (`[{"video": ..., "caption": str or [str, ...]}]`), JSON Lines, or a CSV with video / caption columns (a `split`
 column is honoured with `--split`). With no annotations it uses the `test` split of the synthetic captioned videos.
 
@@ -35,10 +35,12 @@ import modeling_umt  # noqa: E402,F401  (registers the Auto classes)
 from modeling_umt.cli import parse_script_arguments  # noqa: E402
 from modeling_umt.retrieval_evaluation import evaluate_retrieval  # noqa: E402
 from modeling_umt.trainers import UMTVisionLanguageTrainer  # noqa: E402
-from processors.datasets import DecodeStats, VideoClipDecoder  # noqa: E402
+from modeling_umt.trainers import DecoderEpochCallback  # noqa: E402
+from processors.decoding import DecodeStats, VideoClipDecoder, decode_videos  # noqa: E402
+from processors.fileio import atomic_write_text  # noqa: E402
 from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
 from processors.transforms import EvalTransform, Stage2TrainTransform  # noqa: E402
-from processors.video_text import VideoTextCollator, decode_pairs, load_retrieval_annotations, pre_text  # noqa: E402
+from processors.video_text import VideoTextCollator, load_retrieval_annotations, pre_text  # noqa: E402
 
 logger = logging.getLogger("run_retrieval")
 
@@ -105,10 +107,12 @@ def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> 
             source, split = _synthetic_table(args), split or "train"
         train = load_retrieval_annotations(source, video_root=args.video_root, split=split)
         transform = Stage2TrainTransform(image_size, flip_prob=0.5 if args.flip else 0.0)
-        decoder = VideoClipDecoder(num_frames=num_frames, sampling="rand", transform=transform, stats=DecodeStats())
+        decoder = VideoClipDecoder(num_frames=num_frames, sampling="rand", transform=transform, stats=DecodeStats(),
+                                   seed=training_args.seed)  # fmt: skip
         trainer = UMTVisionLanguageTrainer(
-            model=model, args=training_args, train_dataset=decode_pairs(train.records(), decoder),
+            model=model, args=training_args, train_dataset=decode_videos(train.records(), decoder),
             data_collator=VideoTextCollator(tokenizer, max_length=args.max_text_length), teacher=None,
+            callbacks=[DecoderEpochCallback(decoder)],
         )
         trainer.train()
         if trainer.args.should_save:
@@ -149,10 +153,7 @@ def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> 
         )
     logger.info("chance R@1: t2v %.1f, v2t %.1f", chance["t2v_r1"], chance["v2t_r1"])
     path = args.metrics_file or os.path.join(training_args.output_dir, "retrieval_metrics.json")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as handle:  # then renamed: a finished file or none at all
-        json.dump(results, handle, indent=2)
-    os.replace(path + ".tmp", path)
+    atomic_write_text(path, json.dumps(results, indent=2))  # a finished file or none at all
     logger.info("Wrote %s", path)
     return results
 

@@ -32,7 +32,9 @@ from modeling_umt import UMTConfig, UMTForPreTraining  # noqa: E402
 from modeling_umt.teachers import UMTTeacher  # noqa: E402
 from modeling_umt.teachers import build_teacher as create_teacher  # noqa: E402
 from modeling_umt.trainers import DecoderEpochCallback, UMTDistillationTrainer, scale_learning_rate  # noqa: E402
-from processors.datasets import DecodeStats, VideoClipDecoder, VideoCollator, decode_videos, load_video_records  # noqa: E402
+from processors.collate import VideoCollator  # noqa: E402
+from processors.datasets import load_video_records  # noqa: E402
+from processors.decoding import DecodeStats, VideoClipDecoder, decode_videos  # noqa: E402
 from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
 from processors.transforms import Stage1TrainTransform  # noqa: E402
 

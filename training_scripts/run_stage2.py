@@ -36,16 +36,12 @@ from modeling_umt.cli import parse_script_arguments  # noqa: E402
 from modeling_umt import UMTConfig, UMTForVideoTextRetrieval  # noqa: E402
 from modeling_umt.configuration_umt_retrieval import STAGE2_VISION_DEFAULTS  # noqa: E402
 from modeling_umt.trainers import UMTVisionLanguageTrainer  # noqa: E402
-from processors.datasets import DecodeStats, VideoClipDecoder, load_video_records  # noqa: E402
+from modeling_umt.trainers import DecoderEpochCallback  # noqa: E402
+from processors.datasets import load_video_records  # noqa: E402
+from processors.decoding import DecodeStats, ImageClipDecoder, VideoClipDecoder, decode_videos  # noqa: E402
 from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
 from processors.transforms import Stage2TrainTransform  # noqa: E402
-from processors.video_text import (  # noqa: E402
-    ImageClipDecoder,
-    VideoTextCollator,
-    decode_pairs,
-    records_from_image_text,
-    records_from_webvid,
-)
+from processors.video_text import VideoTextCollator, records_from_image_text, records_from_webvid  # noqa: E402
 from run_stage1 import TeacherArguments, build_teacher  # noqa: E402
 
 logger = logging.getLogger("run_stage2")
@@ -204,7 +200,10 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, teacher_di
 
 
 def build_datasets(data_args: DataArguments, training_args: TrainingArguments):
-    """{"video": dataset[, "image": dataset]} of decoded examples (pixel_values, caption, id)."""
+    """({"video": dataset[, "image": dataset]} of decoded examples (pixel_values, caption, id), their decoders).
+
+    Decoding is Stage 1's: seeded per-sample draws, so a resumed run sees exactly the clips an uninterrupted one
+    would."""
     source, kwargs = data_args.train_data, {"streaming": data_args.streaming}
     transform = Stage2TrainTransform(data_args.image_size, flip_prob=0.5 if data_args.flip else 0.0)
     stats = DecodeStats(max_bad_fraction=data_args.max_bad_fraction)
@@ -224,13 +223,16 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments):
         records = load_video_records(source, **kwargs)
     else:
         raise ValueError(f"`--data_format` must be 'webvid' or 'auto', got {data_args.data_format!r}.")
-    decoder = VideoClipDecoder(num_frames=data_args.num_frames, sampling="rand", transform=transform, stats=stats)
-    out = {"video": decode_pairs(records, decoder)}
+    decoders = {"video": VideoClipDecoder(num_frames=data_args.num_frames, sampling="rand", transform=transform,
+                                          stats=stats, seed=training_args.seed)}  # fmt: skip
+    out = {"video": decode_videos(records, decoders["video"])}
     if data_args.image_data:
         images = records_from_image_text(data_args.image_data, image_root=data_args.image_root,
                                          streaming=data_args.streaming)
-        out["image"] = decode_pairs(images, ImageClipDecoder(transform, stats=stats))
-    return out
+        # Another seed: image i and video i must not share their augmentation draws.
+        decoders["image"] = ImageClipDecoder(transform, stats=stats, seed=training_args.seed + 1)
+        out["image"] = decode_videos(images, decoders["image"])
+    return out, list(decoders.values())
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> str:
     text_model = model_args.text_model or default_text_model()
     tokenizer = BertTokenizer.from_pretrained(model_args.model_name_or_path or text_model)
     model.config.mask_token_id, model.config.cls_token_id = tokenizer.mask_token_id, tokenizer.cls_token_id
-    train_datasets = build_datasets(data_args, training_args)
+    train_datasets, decoders = build_datasets(data_args, training_args)
 
     trainer = UMTVisionLanguageTrainer(
         model=model,
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> str:
         mask_type=teacher_args.mask_type,
         video_mask_ratio=teacher_args.mask_ratio,
         image_mask_ratio=data_args.image_mask_ratio,
+        callbacks=[DecoderEpochCallback(decoder) for decoder in decoders],
     )
     trainer.train_resuming()
     final_dir = os.path.join(training_args.output_dir, "model")

@@ -8,7 +8,7 @@ from transformers import TrainerCallback
 
 
 class DecoderEpochCallback(TrainerCallback):
-    """Keep a seeded clip decoder (e.g. `processors.datasets.VideoClipDecoder`, anything with `set_epoch(int)`) on the
+    """Keep a seeded clip decoder (e.g. `processors.decoding.VideoClipDecoder`, anything with `set_epoch(int)`) on the
     Trainer's current epoch (set before each epoch's data loader starts, so DataLoader workers, which copy the decoder
     when they start, see it too)."""
 

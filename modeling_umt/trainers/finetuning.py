@@ -14,10 +14,10 @@ from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmu
 from processors.mixing import VideoMixup
 
 from ..losses import soft_target_cross_entropy
+from ..metrics import metric_path
 from .base import UMTTrainer
 from .optim import layer_decay_parameter_groups
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds metrics/
 
 
 class UMTFineTuningTrainer(UMTTrainer):
@@ -140,13 +140,12 @@ class UMTFineTuningTrainer(UMTTrainer):
 
 def top_k_compute_metrics(k: Sequence[int] = (1, 5), metrics_dir: str | None = None):
     """A `compute_metrics` for `UMTFineTuningTrainer`: top-k accuracies of the (multi-view) probabilities through the
-    repository's `evaluate` module `metrics/top_k_accuracy` (loaded by local path, no Hub access).
+    `evaluate` module `modeling_umt/metrics/top_k_accuracy.py` (loaded by path, no Hub access).
 
     Returns:
         fn(EvalPrediction) -> {"top1": ..., "top5": ...} (fractions in [0, 1]; k values above K count as correct).
     """
-    path = metrics_dir or os.path.join(REPO_ROOT, "metrics")
-    metric = evaluate.load(os.path.join(path, "top_k_accuracy"))
+    metric = evaluate.load(os.path.join(metrics_dir, "top_k_accuracy") if metrics_dir else metric_path("top_k_accuracy"))
 
     def compute_metrics(prediction) -> dict[str, float]:
         scores, labels = prediction.predictions, prediction.label_ids

@@ -1,10 +1,11 @@
 """Classification accuracy: the fraction of predictions equal to the reference label.
 
-An `evaluate` metric kept in this repository and loaded by path (the `evaluate` wheel ships no metric scripts and
-there is no Hub access here):
+An `evaluate` metric shipped inside the `modeling_umt` package and loaded by path (the `evaluate` wheel ships no
+metric scripts and there is no Hub access here):
 
     import evaluate
-    accuracy = evaluate.load("metrics/accuracy")                       # path relative to the repository root
+    from modeling_umt.metrics import metric_path
+    accuracy = evaluate.load(metric_path("accuracy"))
     accuracy.compute(predictions=[0, 2, 1], references=[0, 1, 1])      # {"accuracy": 0.666...}
 
 predictions / references: one integer class id per example. With `sample_weight` the mean is weighted;
@@ -25,13 +26,15 @@ Args:
 Returns:
     accuracy (`float`): in [0, 1] when normalize, else the count.
 Examples:
-    >>> accuracy = evaluate.load("metrics/accuracy")
+    >>> accuracy = evaluate.load(metric_path("accuracy"))
     >>> accuracy.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0])
     {'accuracy': 0.75}
 """
 _CITATION = ""
 
 
+# The `_info` below is evaluate's required declaration, the same shape in every metric module: each module must
+# stand alone, since `evaluate.load` imports it by path.
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Accuracy(evaluate.Metric):
     def _info(self):

@@ -1,9 +1,10 @@
 """Top-k accuracy of class scores: the fraction of examples whose true label is among the k highest scores.
 
-An `evaluate` metric kept in this repository and loaded by path (no Hub access needed):
+An `evaluate` metric shipped inside the `modeling_umt` package and loaded by path (no Hub access needed):
 
     import evaluate
-    top_k = evaluate.load("metrics/top_k_accuracy")
+    from modeling_umt.metrics import metric_path
+    top_k = evaluate.load(metric_path("top_k_accuracy"))
     top_k.compute(predictions=scores, references=labels, k=[1, 5])   # {"top1": ..., "top5": ...}
 
 predictions: one row of class scores per example, shape (N, C) -- logits or (multi-view averaged) probabilities;
@@ -25,7 +26,7 @@ Args:
 Returns:
     top{k} (`float`): for each k, the fraction in [0, 1] of examples whose class is in the top min(k, C).
 Examples:
-    >>> top_k = evaluate.load("metrics/top_k_accuracy")
+    >>> top_k = evaluate.load(metric_path("top_k_accuracy"))
     >>> top_k.compute(predictions=[[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]], references=[2, 0], k=[1, 2])
     {'top1': 0.5, 'top2': 1.0}
 """
@@ -40,6 +41,8 @@ def top_k_correct(scores: np.ndarray, references: np.ndarray, k: int) -> np.ndar
     return (order == references[:, None]).any(axis=1)
 
 
+# The `_info` below is evaluate's required declaration, the same shape in every metric module: each module must
+# stand alone, since `evaluate.load` imports it by path.
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class TopKAccuracy(evaluate.Metric):
     def _info(self):

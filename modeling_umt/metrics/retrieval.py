@@ -1,9 +1,10 @@
 """Text-video retrieval recall: R@1 / R@5 / R@10, mean recall and median rank, as UMT reports them.
 
-An `evaluate` metric kept in this repository and loaded by path (no Hub access needed):
+An `evaluate` metric shipped inside the `modeling_umt` package and loaded by path (no Hub access needed):
 
     import evaluate
-    recall = evaluate.load("metrics/retrieval")           # path relative to the repository root, or absolute
+    from modeling_umt.metrics import metric_path
+    recall = evaluate.load(metric_path("retrieval"))
     recall.compute(predictions=scores, references=gt)      # one direction (e.g. text -> video)
 
 predictions: one row of scores per query over the whole gallery (higher = better), e.g. the (T, V) text-to-video
@@ -29,7 +30,7 @@ Returns:
     median_rank (`float`): median over queries of the 1-based rank of the best correct item.
     num_queries (`int`).
 Examples:
-    >>> recall = evaluate.load("metrics/retrieval")
+    >>> recall = evaluate.load(metric_path("retrieval"))
     >>> recall.compute(predictions=[[0.9, 0.1], [0.2, 0.8]], references=[[0], [1]])["r1"]
     100.0
 """
@@ -56,6 +57,8 @@ def ranks_of_best_match(scores: np.ndarray, references) -> np.ndarray:
     return ranks
 
 
+# The `_info` below is evaluate's required declaration, the same shape in every metric module: each module must
+# stand alone, since `evaluate.load` imports it by path.
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Retrieval(evaluate.Metric):
     def _info(self):
