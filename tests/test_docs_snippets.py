@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import concurrent.futures
 import contextlib
 import csv
 import json
@@ -32,6 +33,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,7 @@ DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIP_MARKER = re.compile(r"^\s*<!--\s*snippet:\s*skip\s*\((?P<reason>.+)\)\s*-->\s*$")
 ROLE_MARKER = re.compile(r"^\s*<!--\s*snippet:\s*(?P<role>setup|after setup)\s*-->\s*$")
 SNIPPET_TIMEOUT_S = 600
+SNIPPET_WORKERS = 3  # imports are single-threaded and partly I/O: 3 side by side fill 2 cores
 FENCE_OPEN = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 SHELL_LANGS = {"bash", "sh", "shell", "console", "zsh"}
 # Top-level folders of the repository that docs refer to by path (`outputs/` is a run output, not part of the repo).
@@ -248,27 +251,50 @@ def test_docs_have_snippets():
             assert setup_blocks_before(block), f"{block.where}: 'after setup' but no setup block above it"
 
 
-@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: b.where)
-def test_python_snippet_runs_alone(block, workspace):
-    """The block, pasted into a fresh interpreter (after its declared setup blocks, if any), runs."""
+def run_snippet(block: Block, workspace: Path) -> subprocess.CompletedProcess:
+    """Run `block` (after its declared setup blocks) in a fresh interpreter, in a private copy of the workspace, so
+    that no other block's files or side effects are visible to it."""
+    own = Path(tempfile.mkdtemp(prefix="snippet-", dir=workspace.parent))
+    shutil.copytree(workspace, own, dirs_exist_ok=True, symlinks=True)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "UMT_CACHE_DIR": str(workspace / "umt-cache"),
+        "UMT_CACHE_DIR": str(own / "umt-cache"),
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
-        "HF_HOME": str(workspace / "hf-home"),
+        "HF_HOME": str(own / "hf-home"),
         "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",  # blocks run side by side (SNIPPET_WORKERS); one thread each keeps the cores shared
     }
-    result = subprocess.run(
-        [sys.executable, "-c", program_of(block)], cwd=workspace, env=env, capture_output=True, text=True,
-        timeout=SNIPPET_TIMEOUT_S,
-    )
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", program_of(block)], cwd=own, env=env, capture_output=True, text=True,
+            timeout=SNIPPET_TIMEOUT_S,
+        )
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+def check_snippet(block: Block, result: subprocess.CompletedProcess) -> None:
     if result.returncode != 0:
         pytest.fail(
             f"snippet at {block.where} failed in a fresh interpreter:\n{block.code}\n{result.stderr[-6000:]}",
             pytrace=False,
         )
+
+
+@pytest.fixture(scope="module")
+def snippet_runs(workspace):
+    """Every python block started at once on a small pool (each in its own interpreter and workspace copy); a test
+    waits for its own block's result."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=SNIPPET_WORKERS) as pool:
+        yield {block.where: pool.submit(run_snippet, block, workspace) for block in PYTHON_BLOCKS}
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: b.where)
+def test_python_snippet_runs_alone(block, snippet_runs):
+    """The block, pasted into a fresh interpreter (after its declared setup blocks, if any), runs."""
+    check_snippet(block, snippet_runs[block.where].result())
 
 
 def test_python_snippet_check_catches_a_missing_definition(workspace, tmp_path):
@@ -278,11 +304,11 @@ def test_python_snippet_check_catches_a_missing_definition(workspace, tmp_path):
     first, second = fenced_blocks(doc)
     BLOCKS[doc] = [first, second]
     try:
-        test_python_snippet_runs_alone(first, workspace)
+        check_snippet(first, run_snippet(first, workspace))
         with pytest.raises(pytest.fail.Exception, match="NameError: name 'model' is not defined"):
-            test_python_snippet_runs_alone(second, workspace)
+            check_snippet(second, run_snippet(second, workspace))
         first.role, second.role = "setup", "after setup"
-        test_python_snippet_runs_alone(second, workspace)
+        check_snippet(second, run_snippet(second, workspace))
     finally:
         del BLOCKS[doc]
 
