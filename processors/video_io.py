@@ -52,8 +52,11 @@ VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np
 
 BACKENDS = ("auto", "decord", "pyav", "image")  # "image": a still image read as a 1-frame video
 
-DEFAULT_URL_TIMEOUT = 30.0
+DEFAULT_URL_TIMEOUT = 30.0  # seconds one socket read may wait
 DEFAULT_URL_RETRIES = 3
+DEFAULT_URL_DEADLINE = 300.0  # seconds a whole download may take, retries and back-off included
+DEFAULT_URL_MAX_BYTES = 2 * 1024**3  # the largest body a download may bring
+_URL_CHUNK = 1 << 20
 
 
 class VideoDecodeError(ValueError):
@@ -118,34 +121,72 @@ def _is_url(source: Any) -> bool:
     return isinstance(source, str) and source.startswith(("http://", "https://"))
 
 
-def fetch_url(url: str, timeout: float = DEFAULT_URL_TIMEOUT, retries: int = DEFAULT_URL_RETRIES) -> bytes:
+def fetch_url(
+    url: str,
+    timeout: float = DEFAULT_URL_TIMEOUT,
+    retries: int = DEFAULT_URL_RETRIES,
+    deadline: float = DEFAULT_URL_DEADLINE,
+    max_bytes: int = DEFAULT_URL_MAX_BYTES,
+) -> bytes:
     """Download `url` and return its body.
 
     Transient failures (connection errors, timeouts, HTTP 5xx and 429) are retried `retries` times with
     exponential back-off (0.5 s, 1 s, 2 s, ...); other HTTP errors (404, 403, ...) fail at once, since
-    asking again cannot help. Any failure raises `VideoDecodeError` naming the URL and the last cause.
+    asking again cannot help. `timeout` bounds each socket read; `deadline` bounds the whole download, retries
+    included, so a server that trickles bytes fails too (within `deadline` plus at most one read's `timeout`);
+    a body over `max_bytes` (announced or received) fails at once. Any failure raises `VideoDecodeError` naming
+    the URL and the last cause.
     """
-    if retries < 0:
-        raise ValueError(f"retries must be >= 0, got {retries}")
-    if timeout <= 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+    # urllib, not huggingface_hub's http_backoff: the Hub session refuses every host under HF_HUB_OFFLINE=1.
+    for name, value in (("timeout", timeout), ("deadline", deadline), ("max_bytes", max_bytes)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or value == float("inf"):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+    end = time.monotonic() + deadline
     cause = "no attempt made"
     for attempt in range(retries + 1):
         try:
-            request = urllib.request.Request(url, headers={"User-Agent": "umt-processors"})
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.read()
+            return _fetch_once(url, timeout, end, int(max_bytes), deadline)
+        except _FetchRefused as error:
+            cause = str(error)
+            break
         except urllib.error.HTTPError as error:
             cause = f"HTTP {error.code} {error.reason}"
             if error.code < 500 and error.code != 429:
                 break
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
             cause = f"{type(error).__name__}: {getattr(error, 'reason', error)}"
-        if attempt < retries:
-            delay = 0.5 * 2**attempt
+        delay = 0.5 * 2**attempt
+        if attempt < retries and time.monotonic() + delay < end:
             logger.warning("fetching %s failed (%s); retry %d/%d in %.1f s", url, cause, attempt + 1, retries, delay)
             time.sleep(delay)
+        elif attempt < retries:
+            cause += f"; no time left for a retry within the {deadline:g} s deadline"
+            break
     raise VideoDecodeError(repr(url), f"download failed: {cause}")
+
+
+class _FetchRefused(Exception):
+    """A download that must not be retried: over the size cap or past the deadline."""
+
+
+def _fetch_once(url: str, timeout: float, end: float, max_bytes: int, deadline: float) -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": "umt-processors"})
+    with urllib.request.urlopen(request, timeout=max(min(timeout, end - time.monotonic()), 1e-3)) as response:
+        announced = response.headers.get("Content-Length")
+        if announced is not None and announced.isdigit() and int(announced) > max_bytes:
+            raise _FetchRefused(f"the server announces {int(announced)} bytes, over max_bytes={max_bytes}")
+        body = bytearray()
+        while True:
+            chunk = response.read1(_URL_CHUNK)  # returns what has arrived: a trickle cannot hold the loop
+            if not chunk:
+                return bytes(body)
+            body += chunk
+            if len(body) > max_bytes:
+                raise _FetchRefused(f"the body passed max_bytes={max_bytes}")
+            if time.monotonic() > end:
+                raise _FetchRefused(f"the download did not finish within the {deadline:g} s deadline ({len(body)} bytes so far)")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import http.server
 import io
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -72,6 +73,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             _Handler.failures_left -= 1
             self.send_error(503)
             return
+        if self.path == "/trickle.mp4":  # announces a whole video, then sends one byte every 0.1 s
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.payload)))
+            self.end_headers()
+            for byte in self.payload[:100]:
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+                time.sleep(0.1)
+            return
+        if self.path == "/unannounced.mp4":  # no Content-Length: the size is only known while reading
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(self.payload)
+            return
+        if self.path == "/silent.mp4":  # never answers
+            time.sleep(3)
+            return
         if self.path not in ("/clip.mp4", "/flaky.mp4"):
             self.send_error(404)
             return
@@ -133,6 +154,36 @@ def test_url_retries_transient_server_errors(http_base):
     _Handler.failures_left = 1  # one 503, then success on the retry
     assert fetch_url(f"{http_base}/flaky.mp4", retries=2) == _Handler.payload
     assert _Handler.failures_left == 0
+
+
+def test_url_that_trickles_fails_within_its_deadline(http_base):
+    start = time.monotonic()
+    with pytest.raises(VideoDecodeError, match=r"within the 1\.5 s deadline"):
+        fetch_url(f"{http_base}/trickle.mp4", timeout=5, retries=3, deadline=1.5)
+    assert time.monotonic() - start < 3.0  # not the ~10 s the trickle would take, and no retry after the deadline
+
+
+def test_url_silent_server_fails_within_deadline_plus_one_read(http_base):
+    start = time.monotonic()
+    with pytest.raises(VideoDecodeError, match="download failed"):
+        fetch_url(f"{http_base}/silent.mp4", timeout=0.5, retries=5, deadline=1.0)
+    assert time.monotonic() - start < 2.5
+
+
+def test_url_body_over_the_size_cap_is_refused(http_base):
+    size = len(_Handler.payload)
+    with pytest.raises(VideoDecodeError, match=f"announces {size} bytes, over max_bytes=100"):
+        fetch_url(f"{http_base}/clip.mp4", max_bytes=100)
+    with pytest.raises(VideoDecodeError, match="body passed max_bytes=100"):
+        fetch_url(f"{http_base}/unannounced.mp4", max_bytes=100)
+    assert fetch_url(f"{http_base}/unannounced.mp4", max_bytes=size) == _Handler.payload
+
+
+@pytest.mark.parametrize("bad", [dict(deadline=0), dict(deadline=float("nan")), dict(timeout=-1),
+                                 dict(max_bytes=0), dict(retries=-1), dict(retries=1.5)])
+def test_url_limits_are_validated(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        fetch_url("http://127.0.0.1:9/x.mp4", **bad)
 
 
 def test_numpy_thwc_and_torch_tchw_frames():
