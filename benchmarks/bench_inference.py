@@ -54,6 +54,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _memory import peak_kb, reset_peak, rss_kb  # benchmarks/ is sys.path[0] for these scripts
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "videomae-t1-sdpa"
 OFFICIAL = "official-eager"
@@ -75,44 +77,6 @@ NUM_FRAMES, IMAGE_SIZE, NUM_CLASSES = 8, 224, 400
 # ------------------------------------------------------------------------------------------------------------------
 # Worker: one configuration, one batch size, in a fresh process
 # ------------------------------------------------------------------------------------------------------------------
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _rss_kb() -> int:
-    rss = _status_kb("VmRSS")
-    if rss is None:  # non-Linux: no current RSS available, fall back to the lifetime peak
-        import resource
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss
-
-
-def _peak_kb() -> int:
-    peak = _status_kb("VmHWM")
-    if peak is None:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the RSS high-water mark to the current RSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
 def _find_official_finetune(official_repo: str) -> Path:
     root = Path(official_repo)
     for rel in ("single_modality/models/modeling_finetune.py", "models/modeling_finetune.py", "modeling_finetune.py"):
@@ -179,9 +143,9 @@ def worker(args) -> None:
     x = make_input(args.batch_size)
     times = []
     with torch.no_grad():
-        rss_before = _rss_kb()
-        peak_before_reset = _peak_kb()
-        reset_ok = _reset_peak()
+        rss_before = rss_kb()
+        peak_before_reset = peak_kb()
+        reset_ok = reset_peak()
         for _ in range(args.warmup):
             out = model(x)
             del out
@@ -190,7 +154,7 @@ def worker(args) -> None:
             out = model(x)
             times.append(time.perf_counter() - t0)
             del out
-        peak_after = _peak_kb()
+        peak_after = peak_kb()
     result = dict(
         config=args.config,
         batch_size=args.batch_size,

@@ -80,6 +80,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _memory import maxrss_kb, peak_kb, reset_peak, rss_kb  # benchmarks/ is sys.path[0] for these scripts
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = "official"
 VIDEOMAE_SDPA = "videomae-sdpa"
@@ -100,45 +102,6 @@ CONFIGS: dict[str, tuple[str, str, str | None, bool, str]] = {
 
 FRAMES, SIZE, K, TEACHER_DIM, MASK_RATIO = 8, 224, 6, 512, 0.8
 VIDEOMAE_FRAMES, VIDEOMAE_MASK_RATIO = 16, 0.9
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Memory helpers (Linux /proc; ru_maxrss fallback)
-# ------------------------------------------------------------------------------------------------------------------
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _maxrss_kb() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-
-
-def _rss_kb() -> int:
-    rss = _status_kb("VmRSS")
-    return rss if rss is not None else _maxrss_kb()
-
-
-def _peak_kb() -> int:
-    peak = _status_kb("VmHWM")
-    return peak if peak is not None else _maxrss_kb()
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the RSS high-water mark to the current RSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -332,8 +295,8 @@ def worker(args) -> None:
     torch.manual_seed(0)
     student, teacher, opt, video, fns, info = build(args.config, args.batch_size, args.official_repo, args.optimizer)
     gc.collect()
-    build_peak = _peak_kb()
-    rss_built = _rss_kb()
+    build_peak = peak_kb()
+    rss_built = rss_kb()
 
     if args.profile:
         profile_step(fns, args)
@@ -346,12 +309,12 @@ def worker(args) -> None:
         rec = {"timed": i >= args.warmup}
         peak = 0
         for phase in PHASES:
-            reset_ok &= _reset_peak()
-            rss0 = _rss_kb()
+            reset_ok &= reset_peak()
+            rss0 = rss_kb()
             t0 = time.perf_counter()
             state = fns[phase](state)
             rec[phase] = time.perf_counter() - t0
-            p = _peak_kb()
+            p = peak_kb()
             peak = max(peak, p)
             rec[phase + "_peak_kb"] = p
             if phase == "teacher":
@@ -362,7 +325,7 @@ def worker(args) -> None:
         del state
     if not reset_ok:  # fall back on the lifetime high-water mark
         for rec in step_records:
-            rec["peak_kb"] = _maxrss_kb()
+            rec["peak_kb"] = maxrss_kb()
     result = dict(
         config=args.config,
         batch_size=args.batch_size,
