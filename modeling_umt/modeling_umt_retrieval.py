@@ -40,7 +40,7 @@ from .configuration_umt import UMTConfig
 from .configuration_umt_retrieval import STAGE2_VISION_DEFAULTS, UMTRetrievalConfig
 from .losses import mask_tokens_for_mlm, mlm_loss, video_text_similarity, vtc_loss, vtm_loss, vtm_negatives
 from .modeling_umt import UMTVideoModel
-from .modeling_umt_text import UMTFusionLayer, UMTTextModel
+from .modeling_umt_text import UMTTextModel
 from .storage import AlignedLoadingMixin
 
 logger = logging.get_logger(__name__)
