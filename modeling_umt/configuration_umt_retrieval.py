@@ -12,7 +12,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 from transformers.configuration_utils import PreTrainedConfig
 
-from .configuration_umt import UMTConfig
+from .configuration_umt import UMT_PRESETS, UMTConfig
 
 # The video encoder as the official Stage-2 code builds it (official_umt.md §5.1): final norm, per-frame pooling
 # (`keep_temporal=True`), sin-cos table regenerated for any frame count, xavier init, 4 frames, and Stage-2 alignment
@@ -100,8 +100,6 @@ class UMTRetrievalConfig(PreTrainedConfig):
     def from_preset(cls, name: str, text_config: BertConfig | dict | None = None, **overrides) -> "UMTRetrievalConfig":
         """A released architecture: `"umt-b16"` (BERT-base, fusion 9, embed 512) or `"umt-l16"` (BERT-large, fusion 19,
         embed 768). The vision side takes the Stage-2 defaults; keyword arguments override top-level fields."""
-        from .configuration_umt import UMT_PRESETS
-
         if name not in UMT_RETRIEVAL_PRESETS:
             raise ValueError(f"`name` must be one of {sorted(UMT_RETRIEVAL_PRESETS)}, got {name!r}.")
         vision = UMTConfig(**{**UMT_PRESETS[name], **STAGE2_VISION_DEFAULTS})

@@ -1,16 +1,16 @@
 """UMT losses, one function per equation of the paper.
 
 `uta_loss` is Unmasked Token Alignment (Stage 1 and Stage 2); `vtc_loss`, `vtm_loss` and `mlm_loss` are the Stage-2
-video-text contrastive, matching and masked-language-modelling losses (official_umt.md §5.3); `soft_target_cross_entropy`
-with `smooth_one_hot` targets is the fine-tuning loss (official §4.3).
+video-text contrastive, matching and masked-language-modelling losses (official_umt.md §5.3). The fine-tuning loss
+(soft-target cross-entropy, official §4.3) lives with its trainer in `trainers/finetuning.py`: this file travels with
+every saved model as remote code, which must not need timm.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
-from timm.data.mixup import one_hot
-from timm.loss import SoftTargetCrossEntropy
 
 
 def uta_loss(student: torch.Tensor, teacher: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -44,8 +44,6 @@ class _AllGatherLocalGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
         world, rank = dist.get_world_size(), dist.get_rank()
         parts = [torch.empty_like(tensor) for _ in range(world)]
         dist.all_gather(parts, tensor.contiguous())
@@ -61,8 +59,6 @@ def gather_with_local_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate `tensor` (B, ...) from every process along dim 0 (rank order), keeping the gradient path to the
     local slice only; identity when torch.distributed is not initialised or has one process. Every rank must pass
     the same B."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
     return _AllGatherLocalGrad.apply(tensor)
@@ -225,33 +221,10 @@ def mlm_loss(prediction_logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Fine-tuning: cross-entropy against mixed, label-smoothed targets
-# ----------------------------------------------------------------------------------------------------------------
-def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against soft targets: mean over the batch of sum_k -targets[k] * log_softmax(logits)[k].
-
-    logits (B, K), targets (B, K) rows summing to 1 -> scalar float32 (timm's `SoftTargetCrossEntropy`, fed float32
-    so it is computed in float32 under fp16 / bf16).
-    """
-    if logits.shape != targets.shape:
-        raise ValueError(f"`targets` must have the shape of `logits` {tuple(logits.shape)}, got {tuple(targets.shape)}.")
-    return SoftTargetCrossEntropy()(logits.float(), targets.float())
-
-
-def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
-    """(B,) class ids -> (B, K) float32 targets: 1 - smoothing + smoothing / K on the class, smoothing / K elsewhere
-    (timm's `one_hot` with those values)."""
-    off = smoothing / num_classes
-    return one_hot(labels, num_classes, on_value=1.0 - smoothing + off, off_value=off)
-
-
 __all__ = [
     "gather_with_local_grad",
     "mask_tokens_for_mlm",
     "mlm_loss",
-    "smooth_one_hot",
-    "soft_target_cross_entropy",
     "uta_loss",
     "video_text_similarity",
     "vtc_loss",

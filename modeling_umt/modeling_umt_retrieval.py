@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import BertConfig
+from transformers import AutoConfig, AutoModel, BertConfig, BertForMaskedLM
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import PreTrainedModel
@@ -39,7 +39,7 @@ from .alignment import UMTAlignmentHead, UMTAlignmentHeads
 from .configuration_umt import UMTConfig
 from .configuration_umt_retrieval import STAGE2_VISION_DEFAULTS, UMTRetrievalConfig
 from .losses import mask_tokens_for_mlm, mlm_loss, video_text_similarity, vtc_loss, vtm_loss, vtm_negatives
-from .modeling_umt import UMTVideoModel
+from .modeling_umt import UMTForPreTraining, UMTVideoModel
 from .modeling_umt_text import UMTTextModel
 from .storage import AlignedLoadingMixin
 
@@ -496,8 +496,6 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
         encoder: embeddings and all layers (the fusion layers' cross-attention stays freshly initialised), and the MLM
         head when the checkpoint has one (its decoder is tied to the word embeddings either way).
         Returns {"missing": [...], "unexpected": [...]} of our text-side keys the checkpoint did not provide."""
-        from transformers import BertForMaskedLM
-
         verbosity = logging.get_verbosity()
         logging.set_verbosity_error()  # the MLM head of a BertModel checkpoint is reported below instead
         try:
@@ -538,8 +536,6 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
         unless `video_model_name_or_path` is also given). `config_kwargs` go to `UMTRetrievalConfig` (fusion_layer,
         embed_dim, loss weights, ...); `num_frames` among them sets the video's frame count.
         """
-        from transformers import AutoConfig
-
         num_frames = config_kwargs.pop("num_frames", None)
         text_config = BertConfig.from_pretrained(text_model_name_or_path)
         video_state = None
@@ -575,8 +571,6 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
 def _load_video_state(path: str | os.PathLike, saved: UMTConfig) -> dict[str, torch.Tensor]:
     """A saved UMT video model's weights renamed into `UMTForVideoTextRetrieval`'s layout (`umt.*` -> `vision_model.*`,
     `uta_heads.*` kept)."""
-    from .modeling_umt import UMTForPreTraining
-
     arch = (saved.architectures or ["UMTVideoModel"])[0]
     if arch == "UMTForPreTraining":
         model = UMTForPreTraining.from_pretrained(path)
@@ -588,8 +582,6 @@ def _load_video_state(path: str | os.PathLike, saved: UMTConfig) -> dict[str, to
                 state[key] = value
         return state
     if arch in ("UMTVideoModel", "UMTForVideoClassification"):
-        from transformers import AutoModel
-
         model = AutoModel.from_pretrained(path) if arch == "UMTVideoModel" else UMTVideoModel.from_pretrained(path)
         return {"vision_model." + k: v for k, v in model.state_dict().items()}
     raise ValueError(f"`video_model_name_or_path` {str(path)!r} is a {arch}; expected UMTForPreTraining or UMTVideoModel.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import evaluate
 import torch
 
 from .metrics import metric_path
@@ -60,8 +61,6 @@ def recall_metrics(
     """R@1/5/10 and means both ways. scores_v2t (V, T), scores_t2v (T, V). metric: a loaded `metrics/retrieval.py`
     evaluate module (loaded here when None). Keys: v2t_r1.. v2t_r_mean, t2v_r1.. t2v_r_mean, r_mean (mean of the 6)."""
     if metric is None:
-        import evaluate
-
         metric = evaluate.load(METRIC_PATH)
     v2t = metric.compute(predictions=scores_v2t.float().cpu().tolist(), references=[list(t) for t in video2txt])
     t2v = metric.compute(predictions=scores_t2v.float().cpu().tolist(), references=[[int(v)] for v in txt2video])

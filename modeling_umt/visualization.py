@@ -35,7 +35,9 @@ from pathlib import Path
 
 import torch
 
+from processors.decoding import VideoClipDecoder
 from processors.fileio import atomic_file
+from processors.transforms import EvalTransform
 
 from .masking import semantic_mask
 from .teachers import build_teacher
@@ -129,9 +131,6 @@ def plot_loss_curves(runs: Mapping[str, str | os.PathLike], output_path: str | o
 def load_clips(videos: Sequence[str | os.PathLike], num_frames: int = 8, image_size: int = 224) -> torch.Tensor:
     """Decode videos (paths or URLs) into normalised clips (B, T, 3, S, S): `num_frames` frames from the middle of
     each segment, short side resized to `image_size` and centre-cropped, ImageNet mean/std (the evaluation pipeline)."""
-    from processors.decoding import VideoClipDecoder
-    from processors.transforms import EvalTransform
-
     decoder = VideoClipDecoder(num_frames, "middle", EvalTransform(image_size))
     return torch.stack([decoder.decode(str(v)) for v in videos])
 

@@ -16,8 +16,14 @@ from transformers import TrainingArguments
 from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoClassification
 from modeling_umt.metrics import metric_path
 from modeling_umt.loading import load_video_classifier, select_label_subset
-from modeling_umt.losses import smooth_one_hot, soft_target_cross_entropy
-from modeling_umt.trainers import UMTFineTuningTrainer, layer_decay_parameter_groups, top_k_compute_metrics, umt_layer_id
+from modeling_umt.trainers import (
+    UMTFineTuningTrainer,
+    layer_decay_parameter_groups,
+    smooth_one_hot,
+    soft_target_cross_entropy,
+    top_k_compute_metrics,
+    umt_layer_id,
+)
 from processors.mixing import VideoMixup
 from processors.finetune_transforms import (
     FinetuneTrainTransform,

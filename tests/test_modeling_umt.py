@@ -5,6 +5,7 @@ classification losses and init, drop path, and the Stage-1 UTA student."""
 import contextlib
 import copy
 import json
+import sys
 import logging as pylogging
 import warnings
 from unittest import mock
@@ -786,3 +787,17 @@ def test_mlp_activation_recompute_keeps_one_hidden_tensor_for_backward():
 
     assert saved_hidden(False) == 2  # GELU input (for its derivative) and output (for fc2's weight gradient)
     assert saved_hidden(True) == 1
+
+
+@pytest.mark.parametrize("model_class", ALL_CLASSES)
+def test_saved_remote_code_needs_only_torch_and_transformers(tmp_path, model_class):
+    """A saved folder's model code (what `trust_remote_code=True` runs on a machine without this package) imports
+    nothing a transformers user lacks: transformers checks every import of the copied files and refuses to load
+    when one is missing (timm, processors, ...)."""
+    from transformers.dynamic_module_utils import get_imports
+
+    make(model_class).save_pretrained(tmp_path)
+    copied = sorted(tmp_path.glob("*.py"))
+    assert copied
+    needed = set().union(*(get_imports(path) for path in copied)) - set(sys.stdlib_module_names)
+    assert needed <= {"torch", "transformers", "huggingface_hub", "safetensors", "numpy"}, needed

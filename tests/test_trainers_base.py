@@ -9,7 +9,7 @@ from torch import nn
 from transformers import TrainingArguments
 from transformers.utils import ModelOutput
 
-from modeling_umt.losses import smooth_one_hot, soft_target_cross_entropy
+from modeling_umt.trainers import smooth_one_hot, soft_target_cross_entropy
 from modeling_umt.trainers import DecoderEpochCallback, UMTTrainer, output_loss_terms
 from modeling_umt.trainers.base import ScalarAccumulator
 from processors.mixing import VideoMixup

@@ -13,7 +13,7 @@ module per stage.
 from .base import UMTTrainer, output_loss_terms
 from .callbacks import DecoderEpochCallback
 from .distillation import UMTDistillationTrainer
-from .finetuning import UMTFineTuningTrainer, top_k_compute_metrics
+from .finetuning import UMTFineTuningTrainer, smooth_one_hot, soft_target_cross_entropy, top_k_compute_metrics
 from .optim import (
     decay_parameter_names,
     layer_decay_parameter_groups,
@@ -35,6 +35,8 @@ __all__ = [
     "layer_decay_parameter_groups",
     "output_loss_terms",
     "scale_learning_rate",
+    "smooth_one_hot",
+    "soft_target_cross_entropy",
     "stage2_decay_parameter_names",
     "top_k_compute_metrics",
     "umt_layer_id",

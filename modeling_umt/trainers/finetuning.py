@@ -8,16 +8,38 @@ from collections.abc import Sequence
 
 import evaluate
 import torch
+from timm.data.mixup import one_hot
+from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from processors.mixing import VideoMixup
 
-from ..losses import soft_target_cross_entropy
 from ..metrics import metric_path
 from .base import UMTTrainer
 from .optim import layer_decay_parameter_groups
 
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The fine-tuning loss: cross-entropy against mixed, label-smoothed targets
+# ----------------------------------------------------------------------------------------------------------------
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets: mean over the batch of sum_k -targets[k] * log_softmax(logits)[k].
+
+    logits (B, K), targets (B, K) rows summing to 1 -> scalar float32 (timm's `SoftTargetCrossEntropy`, fed float32
+    so it is computed in float32 under fp16 / bf16).
+    """
+    if logits.shape != targets.shape:
+        raise ValueError(f"`targets` must have the shape of `logits` {tuple(logits.shape)}, got {tuple(targets.shape)}.")
+    return SoftTargetCrossEntropy()(logits.float(), targets.float())
+
+
+def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
+    """(B,) class ids -> (B, K) float32 targets: 1 - smoothing + smoothing / K on the class, smoothing / K elsewhere
+    (timm's `one_hot` with those values)."""
+    off = smoothing / num_classes
+    return one_hot(labels, num_classes, on_value=1.0 - smoothing + off, off_value=off)
 
 
 class UMTFineTuningTrainer(UMTTrainer):
@@ -154,4 +176,4 @@ def top_k_compute_metrics(k: Sequence[int] = (1, 5), metrics_dir: str | None = N
     return compute_metrics
 
 
-__all__ = ["UMTFineTuningTrainer", "top_k_compute_metrics"]
+__all__ = ["UMTFineTuningTrainer", "smooth_one_hot", "soft_target_cross_entropy", "top_k_compute_metrics"]
