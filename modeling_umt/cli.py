@@ -22,7 +22,7 @@ from processors.datasets import load_video_records
 from processors.synthetic import ensure_synthetic_dataset
 
 from .configuration_umt import UMTConfig
-from .teachers import build_teacher as create_teacher
+from .teachers import build_teacher
 from .trainers import scale_learning_rate
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,9 @@ class StudentShapeArguments:
 
 
 # ---- the teacher -----------------------------------------------------------------------------------------------------
+_AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass
 class TeacherArguments:
     teacher: str = field(
@@ -98,18 +101,15 @@ class TeacherArguments:
     mask_type: str = field(default="attention", metadata={"help": "'attention' (semantic, official), 'random', 'tube'."})
     mask_ratio: float = field(default=0.8, metadata={"help": "Fraction of tokens dropped per frame (official 0.8)."})
 
-
-_AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def build_teacher(args: TeacherArguments, num_layers: int, image_size: int, patch_size: int):
-    """The frozen teacher named by `args`, returning `num_layers` layers (see `modeling_umt.teachers.build_teacher`)."""
-    if args.teacher_autocast not in _AUTOCAST:
-        raise ValueError(f"`--teacher_autocast` must be one of {list(_AUTOCAST)}, got {args.teacher_autocast!r}.")
-    return create_teacher(
-        args.teacher, args.teacher_pretrained, num_return_layers=num_layers, image_size=image_size,
-        patch_size=patch_size, autocast_dtype=_AUTOCAST[args.teacher_autocast],
-    )
+    def build(self, num_layers: int, image_size: int, patch_size: int):
+        """The frozen teacher these arguments name, returning `num_layers` layers, for a student of `image_size` /
+        `patch_size` (see `modeling_umt.teachers.build_teacher`)."""
+        if self.teacher_autocast not in _AUTOCAST:
+            raise ValueError(f"`--teacher_autocast` must be one of {list(_AUTOCAST)}, got {self.teacher_autocast!r}.")
+        return build_teacher(
+            self.teacher, self.teacher_pretrained, num_return_layers=num_layers, image_size=image_size,
+            patch_size=patch_size, autocast_dtype=_AUTOCAST[self.teacher_autocast],
+        )
 
 
 def check_teacher_grid(teacher, config: UMTConfig) -> None:
@@ -220,7 +220,6 @@ __all__ = [
     "SyntheticDataArguments",
     "TeacherArguments",
     "VideoDataArguments",
-    "build_teacher",
     "check_teacher_grid",
     "load_split_records",
     "parse_script_arguments",

@@ -32,7 +32,6 @@ from modeling_umt.cli import (  # noqa: E402
     StudentShapeArguments,
     TeacherArguments,
     VideoDataArguments,
-    build_teacher,
     check_teacher_grid,
     load_split_records,
     parse_script_arguments,
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> str:
     data_args.check_streaming(training_args)
 
     set_seed(training_args.seed)  # the student's initialisation is reproducible
-    teacher = build_teacher(teacher_args, model_args.uta_num_layers, data_args.image_size, model_args.patch_size)
+    teacher = teacher_args.build(model_args.uta_num_layers, data_args.image_size, model_args.patch_size)
     model = build_student(model_args, data_args, teacher)
     check_teacher_grid(teacher, model.config)
     train_dataset, decoder = build_dataset(data_args, training_args)

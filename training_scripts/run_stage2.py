@@ -37,7 +37,6 @@ from modeling_umt.cli import (  # noqa: E402
     StudentShapeArguments,
     TeacherArguments,
     VideoDataArguments,
-    build_teacher,
     check_teacher_grid,
     load_split_records,
     parse_script_arguments,
@@ -223,7 +222,7 @@ def main(argv: list[str] | None = None) -> str:
     set_seed(training_args.seed)  # fresh weights (cross-attention, heads, a random student) are reproducible
     teacher = None
     if teacher_args.teacher != "none" and model_args.uta_loss_weight > 0 and model_args.uta_num_layers > 0:
-        teacher = build_teacher(teacher_args, model_args.uta_num_layers, data_args.image_size, model_args.patch_size)
+        teacher = teacher_args.build(model_args.uta_num_layers, data_args.image_size, model_args.patch_size)
     model = build_model(model_args, data_args, teacher.output_dim if teacher is not None else None)
     if teacher is not None:
         check_teacher_grid(teacher, model.config.vision_config)
