@@ -15,15 +15,8 @@ from transformers import HfArgumentParser
 
 from modeling_umt import UMTConfig
 from modeling_umt.cli import (
-    BatchScaledTrainingArguments,
-    ScriptTrainingArguments,
-    StudentShapeArguments,
-    TeacherArguments,
-    VideoDataArguments,
-    check_teacher_grid,
-    load_split_records,
-    parse_script_arguments,
-    run_script,
+    BatchScaledTrainingArguments, ScriptTrainingArguments, StudentShapeArguments, TeacherArguments,
+    VideoDataArguments, check_teacher_grid, load_split_records, parse_script_arguments, run_script,
     scale_learning_rate_by_batch,
 )
 

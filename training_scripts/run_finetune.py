@@ -39,12 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_umt import UMTConfig, UMTForVideoClassification, UMTFrameLevelClassifier  # noqa: E402
 from modeling_umt.cli import (  # noqa: E402
-    BatchScaledTrainingArguments,
-    StudentShapeArguments,
-    VideoDataArguments,
-    load_split_records,
-    parse_script_arguments,
-    scale_learning_rate_by_batch,
+    BatchScaledTrainingArguments, StudentShapeArguments, VideoDataArguments, load_split_records,
+    parse_script_arguments, scale_learning_rate_by_batch,
 )
 from modeling_umt.loading import load_video_classifier  # noqa: E402
 from modeling_umt.trainers import (  # noqa: E402

@@ -28,14 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_umt import UMTConfig, UMTForPreTraining  # noqa: E402
 from modeling_umt.cli import (  # noqa: E402
-    BatchScaledTrainingArguments,
-    StudentShapeArguments,
-    TeacherArguments,
-    VideoDataArguments,
-    check_teacher_grid,
-    load_split_records,
-    parse_script_arguments,
-    scale_learning_rate_by_batch,
+    BatchScaledTrainingArguments, StudentShapeArguments, TeacherArguments, VideoDataArguments, check_teacher_grid,
+    load_split_records, parse_script_arguments, scale_learning_rate_by_batch,
 )
 from modeling_umt.teachers import UMTTeacher  # noqa: E402
 from modeling_umt.trainers import DecoderEpochCallback, UMTDistillationTrainer  # noqa: E402

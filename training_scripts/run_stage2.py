@@ -33,13 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_umt import UMTConfig, UMTForVideoTextRetrieval  # noqa: E402
 from modeling_umt.cli import (  # noqa: E402
-    ScriptTrainingArguments,
-    StudentShapeArguments,
-    TeacherArguments,
-    VideoDataArguments,
-    check_teacher_grid,
-    load_split_records,
-    parse_script_arguments,
+    ScriptTrainingArguments, StudentShapeArguments, TeacherArguments, VideoDataArguments, check_teacher_grid,
+    load_split_records, parse_script_arguments,
 )
 from modeling_umt.configuration_umt_retrieval import STAGE2_VISION_DEFAULTS  # noqa: E402
 from modeling_umt.trainers import UMTVisionLanguageTrainer  # noqa: E402
