@@ -22,7 +22,7 @@ from processors.datasets import load_video_records
 from processors.synthetic import ensure_synthetic_dataset
 
 from .configuration_umt import UMTConfig
-from .teachers import build_teacher
+from .teachers import ImageTeacher, build_teacher
 from .trainers import scale_learning_rate
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ _AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class TeacherArguments:
+    """The frozen image teacher of Stages 1 and 2 and how its attention masks the student's tokens."""
+
     teacher: str = field(
         default="tiny-random",
         metadata={
@@ -101,7 +103,7 @@ class TeacherArguments:
     mask_type: str = field(default="attention", metadata={"help": "'attention' (semantic, official), 'random', 'tube'."})
     mask_ratio: float = field(default=0.8, metadata={"help": "Fraction of tokens dropped per frame (official 0.8)."})
 
-    def build(self, num_layers: int, image_size: int, patch_size: int):
+    def build(self, num_layers: int, image_size: int, patch_size: int) -> ImageTeacher:
         """The frozen teacher these arguments name, returning `num_layers` layers, for a student of `image_size` /
         `patch_size` (see `modeling_umt.teachers.build_teacher`)."""
         if self.teacher_autocast not in _AUTOCAST:
@@ -112,7 +114,7 @@ class TeacherArguments:
         )
 
 
-def check_teacher_grid(teacher, config: UMTConfig) -> None:
+def check_teacher_grid(teacher: ImageTeacher, config: UMTConfig) -> None:
     """Raise unless the teacher sees as many patches per frame as the student `config` (UTA aligns them 1:1)."""
     grid = config.grid_size[1] * config.grid_size[2]
     if teacher.num_patches != grid:
