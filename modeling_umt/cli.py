@@ -1,14 +1,33 @@
-"""What every training script of `training_scripts/` does the same way: read its argument dataclasses from the
-command line or from one JSON/YAML file, and set up logging and the seed."""
+"""What every training script of `training_scripts/` does the same way, in one place: the argument dataclasses they
+share (each script subclasses them where its defaults really differ), reading them from the command line or from one
+JSON/YAML file, building the frozen teacher, finding the training data, and running another script as a subprocess
+(no script imports another)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import torch
 import transformers
-from transformers import HfArgumentParser, set_seed
+from transformers import HfArgumentParser, TrainingArguments, set_seed
+
+from processors.datasets import load_video_records
+from processors.synthetic import ensure_synthetic_dataset
+
+from .configuration_umt import UMTConfig
+from .teachers import ImageTeacher, build_teacher
+from .trainers import scale_learning_rate
+
+logger = logging.getLogger(__name__)
+
+_TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".json")  # sources whose rows carry a `split` column
 
 
 def parse_script_arguments(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
@@ -31,4 +50,181 @@ def parse_script_arguments(dataclass_types: tuple, argv: list[str] | None = None
     return tuple(parsed)
 
 
-__all__ = ["parse_script_arguments"]
+def run_script(script: str | os.PathLike, args: Sequence[str], *, cwd: str | os.PathLike | None = None,
+               env: Mapping[str, str] | None = None) -> float:
+    """Run the Python script `script` with `args` in a fresh process of this interpreter; returns the seconds it took.
+
+    `env` entries are added to this process's environment. Raises `subprocess.CalledProcessError` (with the exit
+    code) when the script fails; its output goes to this process's stdout / stderr as it runs.
+    """
+    command = [sys.executable, os.fspath(script), *args]
+    start = time.time()
+    subprocess.run(command, cwd=cwd, env=None if env is None else {**os.environ, **env}, check=True)
+    return time.time() - start
+
+
+# ---- the student's shape ---------------------------------------------------------------------------------------------
+@dataclass
+class StudentShapeArguments:
+    """The shape of a student built from scratch (the small CPU demo student by default)."""
+
+    hidden_size: int = field(default=192, metadata={"help": "Width of a student built from scratch (ignored with a "
+                                                            "checkpoint or preset)."})
+    num_hidden_layers: int = field(default=6, metadata={"help": "Depth of a student built from scratch."})
+    num_attention_heads: int = field(default=3, metadata={"help": "Heads of a student built from scratch."})
+    intermediate_size: int = field(default=768, metadata={"help": "MLP width of a student built from scratch."})
+
+    def shape(self) -> dict[str, int]:
+        """The four fields as `UMTConfig` keyword arguments."""
+        return dict(hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
+                    num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size)
+
+
+# ---- the teacher -----------------------------------------------------------------------------------------------------
+_AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TeacherArguments:
+    """The frozen image teacher of Stages 1 and 2 and how its attention masks the student's tokens."""
+
+    teacher: str = field(
+        default="tiny-random",
+        metadata={
+            "help": "'clip_b16' / 'clip_l14' (official teachers), an open_clip model name, 'hf:<dir or hub id>' for "
+            "a transformers CLIP / SigLIP / DINOv2 tower, or 'tiny-random' (a small random CLIP-shaped ViT for CPU "
+            "demos and tests); every name: modeling_umt.teachers.registered_teachers()."
+        },
+    )
+    teacher_pretrained: str | None = field(
+        default=None, metadata={"help": "open_clip tag (e.g. 'openai') or a local checkpoint file."}
+    )
+    teacher_autocast: str = field(default="none", metadata={"help": "'none', 'bf16' or 'fp16' autocast for the teacher."})
+    mask_type: str = field(default="attention", metadata={"help": "'attention' (semantic, official), 'random', 'tube'."})
+    mask_ratio: float = field(default=0.8, metadata={"help": "Fraction of tokens dropped per frame (official 0.8)."})
+
+    def build(self, num_layers: int, image_size: int, patch_size: int) -> ImageTeacher:
+        """The frozen teacher these arguments name, returning `num_layers` layers, for a student of `image_size` /
+        `patch_size` (see `modeling_umt.teachers.build_teacher`)."""
+        if self.teacher_autocast not in _AUTOCAST:
+            raise ValueError(f"`--teacher_autocast` must be one of {list(_AUTOCAST)}, got {self.teacher_autocast!r}.")
+        return build_teacher(
+            self.teacher, self.teacher_pretrained, num_return_layers=num_layers, image_size=image_size,
+            patch_size=patch_size, autocast_dtype=_AUTOCAST[self.teacher_autocast],
+        )
+
+
+def check_teacher_grid(teacher: ImageTeacher, config: UMTConfig) -> None:
+    """Raise unless the teacher sees as many patches per frame as the student `config` (UTA aligns them 1:1)."""
+    grid = config.grid_size[1] * config.grid_size[2]
+    if teacher.num_patches != grid:
+        raise ValueError(
+            f"The teacher sees {teacher.num_patches} patches per frame but the student {grid}; match "
+            f"`--image_size`/`--patch_size` to the teacher's grid (e.g. 224/16 for clip_b16)."
+        )
+
+
+# ---- data ------------------------------------------------------------------------------------------------------------
+@dataclass
+class SyntheticDataArguments:
+    """The built-in synthetic videos every script falls back on when it is given no data."""
+
+    synthetic_num_videos: int = field(default=600, metadata={"help": "Size of the default synthetic dataset."})
+    synthetic_size: int = field(default=64, metadata={"help": "Resolution of the synthetic videos."})
+
+    def synthetic_root(self, training_args: TrainingArguments | None = None) -> Path:
+        """The synthetic dataset's folder, generated on first use (only by the main process given `training_args`)."""
+        if training_args is None:
+            return ensure_synthetic_dataset(num_videos=self.synthetic_num_videos, size=self.synthetic_size)
+        with training_args.main_process_first(desc="synthetic dataset"):
+            return ensure_synthetic_dataset(num_videos=self.synthetic_num_videos, size=self.synthetic_size)
+
+
+@dataclass
+class VideoDataArguments(SyntheticDataArguments):
+    """A training source of videos, decoded into clips of `num_frames` frames of `image_size` pixels."""
+
+    train_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "CSV/JSONL table, class-folder directory, webdataset .tar shards (file, glob or dir) or a Hub "
+            "dataset id; default: the built-in synthetic videos."
+        },
+    )
+    streaming: bool = field(default=False, metadata={"help": "Stream the training data (needs --max_steps)."})
+    num_frames: int = field(default=8, metadata={"help": "Frames per clip (official 8)."})
+    image_size: int = field(default=64, metadata={"help": "Crop size (official 224)."})
+    max_bad_fraction: float = field(default=0.2, metadata={"help": "Stop when more clips than this fail to decode."})
+
+    def check_streaming(self, training_args: TrainingArguments) -> None:
+        """A stream has no length: training on one needs a step budget."""
+        if self.streaming and training_args.max_steps <= 0:
+            raise ValueError("`--streaming` needs `--max_steps` > 0: a stream has no length to count epochs by.")
+
+    def train_source(self, training_args: TrainingArguments) -> tuple[str, Path | None]:
+        """(`--train_data`, None), or (the synthetic dataset's metadata.csv, its folder) when no data was given."""
+        if self.train_data is not None:
+            return self.train_data, None
+        root = self.synthetic_root(training_args)
+        logger.info("Using the built-in synthetic videos at %s", root)
+        return str(root / "metadata.csv"), root
+
+
+def load_split_records(source: str, kind: str | None, split: str | None, streaming: bool = False):
+    """`load_video_records(source)` restricted to `split` where the source has splits: tables (by their `split`
+    column) and Hub datasets; folders and webdataset shards have none, so `split` is not applied to them."""
+    kwargs: dict = {"streaming": streaming}
+    if split and (kind in ("table", "hub") or str(source).endswith(_TABLE_EXTENSIONS)):
+        kwargs["split"] = split
+    return load_video_records(source, kind=kind, **kwargs)
+
+
+# ---- training arguments ----------------------------------------------------------------------------------------------
+@dataclass
+class ScriptTrainingArguments(TrainingArguments):
+    """TrainingArguments with the defaults every script shares: cosine schedule with 10 % warm-up, a log line every
+    10 steps, TensorBoard, the sample dicts' own keys kept, seed 0. Each script subclasses it with its stage's
+    official optimiser settings at CPU-demo sizes."""
+
+    lr_scheduler_type: str = field(default="cosine")
+    warmup_steps: float = field(default=0.1)
+    logging_steps: float = field(default=10)
+    report_to: None | str | list[str] = field(default="tensorboard")
+    remove_unused_columns: bool = field(default=False)
+    dataloader_num_workers: int = field(default=2)
+    seed: int = field(default=0)
+
+
+@dataclass
+class BatchScaledTrainingArguments(ScriptTrainingArguments):
+    """`ScriptTrainingArguments` plus the official learning-rate rule, applied by `scale_learning_rate_by_batch`."""
+
+    scale_lr_by_batch: bool = field(
+        default=False, metadata={"help": "Official lr rule: learning_rate x global batch / 256."}
+    )
+
+
+def scale_learning_rate_by_batch(training_args: BatchScaledTrainingArguments) -> None:
+    """With `--scale_lr_by_batch`, set `learning_rate` to learning_rate x global batch / 256 (in place)."""
+    if not training_args.scale_lr_by_batch:
+        return
+    global_batch = (
+        training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
+    )
+    training_args.learning_rate = scale_learning_rate(training_args.learning_rate, global_batch)
+    logger.info("Scaled learning rate to %.3g for a global batch of %d", training_args.learning_rate, global_batch)
+
+
+__all__ = [
+    "BatchScaledTrainingArguments",
+    "ScriptTrainingArguments",
+    "StudentShapeArguments",
+    "SyntheticDataArguments",
+    "TeacherArguments",
+    "VideoDataArguments",
+    "check_teacher_grid",
+    "load_split_records",
+    "parse_script_arguments",
+    "run_script",
+    "scale_learning_rate_by_batch",
+]

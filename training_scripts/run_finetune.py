@@ -37,17 +37,18 @@ from transformers import TrainingArguments
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from modeling_umt.cli import parse_script_arguments  # noqa: E402
 from modeling_umt import UMTConfig, UMTForVideoClassification, UMTFrameLevelClassifier  # noqa: E402
+from modeling_umt.cli import (  # noqa: E402
+    BatchScaledTrainingArguments, StudentShapeArguments, VideoDataArguments, load_split_records,
+    parse_script_arguments, scale_learning_rate_by_batch,
+)
 from modeling_umt.loading import load_video_classifier  # noqa: E402
 from modeling_umt.trainers import (  # noqa: E402
     DecoderEpochCallback,
     UMTFineTuningTrainer,
-    scale_learning_rate,
     top_k_compute_metrics,
 )
 from processors.collate import VideoCollator  # noqa: E402
-from processors.datasets import load_video_records  # noqa: E402
 from processors.decoding import (  # noqa: E402
     DecodeStats,
     MultiViewClipDecoder,
@@ -57,14 +58,13 @@ from processors.decoding import (  # noqa: E402
 )
 from processors.finetune_transforms import FinetuneTrainTransform  # noqa: E402
 from processors.labels import read_label_file  # noqa: E402
-from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
 from processors.video_processing_umt import UMTVideoProcessor  # noqa: E402
 
 logger = logging.getLogger("run_finetune")
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(StudentShapeArguments):
     model_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -73,10 +73,6 @@ class ModelArguments:
         },
     )
     model_preset: str | None = field(default=None, metadata={"help": "'umt-b16' / 'umt-l16' for a random init."})
-    hidden_size: int = field(default=192, metadata={"help": "Random-init width (ignored with a checkpoint/preset)."})
-    num_hidden_layers: int = field(default=6, metadata={"help": "Random-init depth."})
-    num_attention_heads: int = field(default=3, metadata={"help": "Random-init heads."})
-    intermediate_size: int = field(default=768, metadata={"help": "Random-init MLP width."})
     patch_size: int = field(default=8, metadata={"help": "Random-init patch size (16 in every official model)."})
     drop_path_rate: float = field(default=0.1, metadata={"help": "Stochastic depth (official 0.1 B, 0.2 L)."})
     classifier_dropout: float = field(default=0.0, metadata={"help": "Dropout before the head (official fc_drop)."})
@@ -100,16 +96,11 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    train_data: str | None = field(
-        default=None,
-        metadata={"help": "CSV/JSONL table, class folders, webdataset shards or a Hub id; default: synthetic videos."},
-    )
+class DataArguments(VideoDataArguments):
     eval_data: str | None = field(
         default=None, metadata={"help": "Validation/test source; default: the training table's other splits."}
     )
     data_kind: str | None = field(default=None, metadata={"help": "table | folder | webdataset | hub (inferred)."})
-    streaming: bool = field(default=False, metadata={"help": "Stream the training source (needs --max_steps)."})
     train_split: str | None = field(default="train", metadata={"help": "Training split (tables / Hub)."})
     eval_split: str | None = field(default="val", metadata={"help": "Validation split, evaluated during training."})
     test_split: str | None = field(default="test", metadata={"help": "Test split, evaluated multi-view at the end."})
@@ -118,7 +109,6 @@ class DataArguments:
         metadata={"help": "Class names by id: JSON list / {name: id} / {id: name}, or a text file, one per line."},
     )
     num_frames: int = field(default=8, metadata={"help": "Frames per clip (official 8 or 16)."})
-    image_size: int = field(default=64, metadata={"help": "Crop size (official 224)."})
     short_side_size: int | None = field(default=None, metadata={"help": "Eval resize of the short side (= crop)."})
     rand_augment: str = field(default="rand-m7-n4-mstd0.5-inc1", metadata={"help": "RandAugment policy or 'none'."})
     reprob: float = field(default=0.25, metadata={"help": "Random erasing probability."})
@@ -139,14 +129,11 @@ class DataArguments:
         default=False,
         metadata={"help": "Decode every training video once and keep it in memory (small datasets on CPU)."},
     )
-    max_bad_fraction: float = field(default=0.2, metadata={"help": "Stop when more clips than this fail to decode."})
-    synthetic_num_videos: int = field(default=600, metadata={"help": "Size of the default synthetic dataset."})
-    synthetic_size: int = field(default=64, metadata={"help": "Resolution of the synthetic videos."})
 
 
 @dataclass
-class FinetuneTrainingArguments(TrainingArguments):
-    """TrainingArguments with the official fine-tuning optimiser settings as defaults and CPU-demo sizes."""
+class FinetuneTrainingArguments(BatchScaledTrainingArguments):
+    """The official fine-tuning optimiser settings as defaults, at CPU-demo sizes."""
 
     output_dir: str = field(default="outputs/finetune")
     per_device_train_batch_size: int = field(default=8)
@@ -157,33 +144,17 @@ class FinetuneTrainingArguments(TrainingArguments):
     adam_beta2: float = field(default=0.999)
     lr_scheduler_type: str = field(default="cosine_with_min_lr")
     lr_scheduler_kwargs: dict | str | None = field(default_factory=lambda: {"min_lr": 1e-6})
-    warmup_steps: float = field(default=0.1)
     max_steps: int = field(default=150)
     eval_strategy: str = field(default="steps")
     eval_steps: float | None = field(default=50)
-    logging_steps: float = field(default=10)
     save_steps: float = field(default=50)
     save_total_limit: int | None = field(default=2)
-    report_to: None | str | list[str] = field(default="tensorboard")
-    remove_unused_columns: bool = field(default=False)
-    dataloader_num_workers: int = field(default=2)
-    seed: int = field(default=0)
     label_smoothing_factor: float = field(default=0.1)
     layer_decay: float = field(default=0.75, metadata={"help": "Layer-wise lr decay (official 0.75 B, 0.85 L; 1 = off)."})
     mixup: float = field(default=0.8, metadata={"help": "Mixup alpha (0 = off)."})
     cutmix: float = field(default=1.0, metadata={"help": "CutMix alpha (0 = off)."})
     mixup_prob: float = field(default=1.0, metadata={"help": "Probability of mixing a batch."})
     mixup_switch_prob: float = field(default=0.5, metadata={"help": "Probability of CutMix when both are on."})
-    scale_lr_by_batch: bool = field(
-        default=False, metadata={"help": "Official lr rule: learning_rate x global batch / 256."}
-    )
-
-
-def _records(source: str, kind: str | None, split: str | None, streaming: bool = False):
-    kwargs: dict = {"streaming": streaming}
-    if split and (kind in ("table", "hub") or str(source).endswith((".csv", ".tsv", ".jsonl", ".json"))):
-        kwargs["split"] = split  # folders and shards have no split column
-    return load_video_records(source, kind=kind, **kwargs)
 
 
 def _encode_string_labels(records, label2id: dict[str, int]):
@@ -240,14 +211,7 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, id2label: 
         if model_args.model_preset:
             config = UMTConfig.from_preset(model_args.model_preset, **common)
         else:
-            config = UMTConfig(
-                hidden_size=model_args.hidden_size,
-                num_hidden_layers=model_args.num_hidden_layers,
-                num_attention_heads=model_args.num_attention_heads,
-                intermediate_size=model_args.intermediate_size,
-                patch_size=model_args.patch_size,
-                **common,
-            )
+            config = UMTConfig(**model_args.shape(), patch_size=model_args.patch_size, **common)
         model = UMTForVideoClassification(config)
     model.config._attn_implementation = model_args.attn_implementation
     if model_args.frame_level:
@@ -279,13 +243,8 @@ def apply_lora(model: UMTForVideoClassification, model_args: ModelArguments):
 
 def build_datasets(data_args: DataArguments, training_args: TrainingArguments, processor: UMTVideoProcessor):
     """(train, validation, test, label names, train decoder); validation / test are None where there is no data."""
-    source, synthetic_root = data_args.train_data, None
-    if source is None:
-        with training_args.main_process_first(desc="synthetic dataset"):
-            synthetic_root = ensure_synthetic_dataset(num_videos=data_args.synthetic_num_videos, size=data_args.synthetic_size)
-        source = str(synthetic_root / "metadata.csv")
-        logger.info("Using the built-in synthetic dataset at %s", synthetic_root)
-    train_records = _records(source, data_args.data_kind, data_args.train_split, data_args.streaming)
+    source, synthetic_root = data_args.train_source(training_args)
+    train_records = load_split_records(source, data_args.data_kind, data_args.train_split, data_args.streaming)
     names = resolve_labels(data_args, train_records, synthetic_root)
     label2id = {name: i for i, name in enumerate(names)}
     train_records = _encode_string_labels(train_records, label2id)
@@ -312,7 +271,7 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments, p
         eval_source = data_args.eval_data or source
         if not split or (data_args.eval_data is None and not str(source).endswith((".csv", ".tsv", ".jsonl", ".json"))):
             return None
-        records = _records(eval_source, data_args.data_kind, split)
+        records = load_split_records(eval_source, data_args.data_kind, split)
         if data_args.max_eval_samples is not None and hasattr(records, "select"):
             records = records.select(range(min(len(records), data_args.max_eval_samples)))
         if hasattr(records, "__len__") and len(records) == 0:
@@ -327,21 +286,17 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments, p
 
 def main(argv: list[str] | None = None) -> dict:
     """Parse arguments, fine-tune, test, save; returns {"model_dir", "test": test metrics or None}."""
-    model_args, data_args, training_args = parse_script_arguments((ModelArguments, DataArguments, FinetuneTrainingArguments), argv)
+    model_args, data_args, training_args = parse_script_arguments(
+        (ModelArguments, DataArguments, FinetuneTrainingArguments), argv
+    )
     # Set up the process group now: ZeRO-3 partitions weights while `from_pretrained` loads them, and needs the world.
     logger.info("Process %d of %d on %s", training_args.process_index, training_args.world_size, training_args.device)
     if training_args.deepspeed and torch.distributed.is_initialized():
         import deepspeed  # its communication layer too (on CPU the Trainer sets it up only later, after loading)
 
         deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
-    if training_args.scale_lr_by_batch:
-        global_batch = (
-            training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
-        )
-        training_args.learning_rate = scale_learning_rate(training_args.learning_rate, global_batch)
-        logger.info("Scaled learning rate to %.3g for a global batch of %d", training_args.learning_rate, global_batch)
-    if data_args.streaming and training_args.max_steps <= 0:
-        raise ValueError("`--streaming` needs `--max_steps` > 0: a stream has no length to count epochs by.")
+    scale_learning_rate_by_batch(training_args)
+    data_args.check_streaming(training_args)
 
     short_side = data_args.short_side_size or data_args.image_size
     processor = UMTVideoProcessor(

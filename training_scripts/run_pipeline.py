@@ -33,10 +33,25 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import torch
+from transformers import AutoModel
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-from processors.fileio import atomic_write_text  # noqa: E402  (standard library only: the driver stays light)
+import modeling_umt  # noqa: E402,F401  (registers UMT with the Auto classes)
+from modeling_umt.cli import run_script  # noqa: E402
+from modeling_umt.teachers import build_teacher  # noqa: E402
+from modeling_umt.visualization import (  # noqa: E402
+    load_clips,
+    loss_terms,
+    plot_loss_curves,
+    plot_semantic_masks,
+    read_log_history,
+)
+from processors.datasets import load_video_records  # noqa: E402
+from processors.fileio import atomic_write_text  # noqa: E402
+from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
 
 
 @dataclass
@@ -78,23 +93,20 @@ def run_stage(stage: Stage, stage_dir: str, extra: list[str], force: bool) -> fl
     if is_done(stage, stage_dir) and not force:
         print(f"[pipeline] {stage.name}: outputs in {stage_dir} exist, skipped", flush=True)
         return None
-    command = [sys.executable, os.path.join(HERE, stage.script), "--output_dir", stage_dir, *stage.args, *extra]
-    print(f"\n[pipeline] {stage.name}: {' '.join(shlex.quote(c) for c in command[1:])}", flush=True)
-    start = time.time()
-    result = subprocess.run(command, cwd=ROOT)
-    if result.returncode != 0:
+    script, args = os.path.join(HERE, stage.script), ["--output_dir", stage_dir, *stage.args, *extra]
+    print(f"\n[pipeline] {stage.name}: {shlex.join([script, *args])}", flush=True)
+    try:
+        return run_script(script, args, cwd=ROOT)
+    except subprocess.CalledProcessError as error:
         raise SystemExit(
-            f"[pipeline] {stage.name} failed (exit {result.returncode}); rerun the same command to resume it from its "
+            f"[pipeline] {stage.name} failed (exit {error.returncode}); rerun the same command to resume it from its "
             f"last checkpoint once the cause is fixed."
-        )
-    return time.time() - start
+        ) from None
 
 
 # ---- summaries ------------------------------------------------------------------------------------------------------
 def loss_summary(stage_dir: str, terms: tuple[str, ...] = ()) -> dict:
     """First and last logged value of the training loss (and of `terms`) of a Trainer run."""
-    from modeling_umt.visualization import loss_terms, read_log_history
-
     curves = loss_terms(read_log_history(stage_dir))
     out = {}
     for key in ("loss", *terms):
@@ -106,14 +118,6 @@ def loss_summary(stage_dir: str, terms: tuple[str, ...] = ()) -> dict:
 
 def check_features(model_dir: str, synthetic: dict, num_clips: int = 4) -> dict:
     """Load the Stage-1 student through AutoModel and encode held-out clips: what a user gets back."""
-    import torch
-    from transformers import AutoModel
-
-    import modeling_umt  # noqa: F401  (registers UMT with the Auto classes)
-    from modeling_umt.visualization import load_clips
-    from processors.datasets import load_video_records
-    from processors.synthetic import ensure_synthetic_dataset
-
     model = AutoModel.from_pretrained(model_dir).eval()
     cfg = model.config
     root = ensure_synthetic_dataset(**synthetic)
@@ -130,13 +134,6 @@ def check_features(model_dir: str, synthetic: dict, num_clips: int = 4) -> dict:
 
 def make_figures(out: str, stage_dirs: dict[str, str], synthetic: dict) -> dict[str, str]:
     """Loss curves of the three training stages and the semantic mask of the Stage-1 teacher on held-out clips."""
-    import torch
-
-    from modeling_umt.teachers import build_teacher
-    from modeling_umt.visualization import load_clips, plot_loss_curves, plot_semantic_masks
-    from processors.datasets import load_video_records
-    from processors.synthetic import ensure_synthetic_dataset
-
     figures = os.path.join(out, "figures")
     curves = plot_loss_curves(
         {

@@ -32,13 +32,12 @@ from transformers import AutoModel, BertTokenizer, TrainingArguments
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import modeling_umt  # noqa: E402,F401  (registers the Auto classes)
-from modeling_umt.cli import parse_script_arguments  # noqa: E402
+from modeling_umt.cli import ScriptTrainingArguments, SyntheticDataArguments, parse_script_arguments  # noqa: E402
 from modeling_umt.retrieval_evaluation import evaluate_retrieval  # noqa: E402
 from modeling_umt.trainers import UMTVisionLanguageTrainer  # noqa: E402
 from modeling_umt.trainers import DecoderEpochCallback  # noqa: E402
 from processors.decoding import DecodeStats, VideoClipDecoder, decode_videos  # noqa: E402
 from processors.fileio import atomic_write_text  # noqa: E402
-from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
 from processors.transforms import EvalTransform, Stage2TrainTransform  # noqa: E402
 from processors.video_text import VideoTextCollator, load_retrieval_annotations, pre_text  # noqa: E402
 
@@ -46,7 +45,7 @@ logger = logging.getLogger("run_retrieval")
 
 
 @dataclass
-class RetrievalArguments:
+class RetrievalArguments(SyntheticDataArguments):
     model_name_or_path: str = field(default="outputs/stage2/model", metadata={"help": "A saved UMTForVideoTextRetrieval."})
     annotations: str | None = field(default=None, metadata={"help": "Test annotations (default: synthetic test split)."})
     split: str | None = field(default=None, metadata={"help": "Keep rows whose `split` column equals this."})
@@ -65,31 +64,20 @@ class RetrievalArguments:
     train_split: str | None = field(default=None, metadata={"help": "`split` value of the training rows."})
     flip: bool = field(default=False, metadata={"help": "Random horizontal flip while fine-tuning."})
     synthetic_num_videos: int = field(default=1000, metadata={"help": "Size of the default synthetic dataset."})
-    synthetic_size: int = field(default=64, metadata={"help": "Resolution of the synthetic videos."})
 
 
 @dataclass
-class RetrievalTrainingArguments(TrainingArguments):
-    """Official retrieval fine-tuning optimiser (AdamW, lr 1e-5..4e-5, weight decay 0.02, cosine) at CPU-demo sizes."""
+class RetrievalTrainingArguments(ScriptTrainingArguments):
+    """Official retrieval fine-tuning optimiser (AdamW, lr 1e-5..4e-5, weight decay 0.02, cosine) at CPU-demo sizes;
+    nothing saved or reported unless asked."""
 
     output_dir: str = field(default="outputs/retrieval")
     per_device_train_batch_size: int = field(default=16)
     learning_rate: float = field(default=2e-5)
     weight_decay: float = field(default=0.02)
-    lr_scheduler_type: str = field(default="cosine")
-    warmup_steps: float = field(default=0.1)
     max_steps: int = field(default=100)
-    logging_steps: int = field(default=10)
     save_strategy: str = field(default="no")
     report_to: None | str | list[str] = field(default="none")
-    remove_unused_columns: bool = field(default=False)
-    dataloader_num_workers: int = field(default=2)
-    seed: int = field(default=0)
-
-
-def _synthetic_table(args: RetrievalArguments) -> str:
-    root = ensure_synthetic_dataset(num_videos=args.synthetic_num_videos, size=args.synthetic_size)
-    return str(root / "metadata.csv")
 
 
 def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> dict:
@@ -104,7 +92,7 @@ def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> 
         model.config.mlm_loss_weight = model.config.uta_loss_weight = 0.0
         source, split = args.train_annotations, args.train_split
         if source is None:
-            source, split = _synthetic_table(args), split or "train"
+            source, split = str(args.synthetic_root() / "metadata.csv"), split or "train"
         train = load_retrieval_annotations(source, video_root=args.video_root, split=split)
         transform = Stage2TrainTransform(image_size, flip_prob=0.5 if args.flip else 0.0)
         decoder = VideoClipDecoder(num_frames=num_frames, sampling="rand", transform=transform, stats=DecodeStats(),
@@ -121,7 +109,7 @@ def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> 
 
     source, split = args.annotations, args.split
     if source is None:
-        source, split = _synthetic_table(args), split or "test"
+        source, split = str(args.synthetic_root() / "metadata.csv"), split or "test"
     test = load_retrieval_annotations(source, video_root=args.video_root, split=split, limit=args.limit)
     logger.info("Evaluating on %d videos / %d captions from %s", len(test.videos), len(test.texts), source)
     decoder = VideoClipDecoder(

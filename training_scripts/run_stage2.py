@@ -27,22 +27,21 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from transformers import BertTokenizer, TrainingArguments, set_seed
+from transformers import BertConfig, BertTokenizer, TrainingArguments, set_seed
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from modeling_umt.cli import parse_script_arguments  # noqa: E402
 from modeling_umt import UMTConfig, UMTForVideoTextRetrieval  # noqa: E402
+from modeling_umt.cli import (  # noqa: E402
+    ScriptTrainingArguments, StudentShapeArguments, TeacherArguments, VideoDataArguments, check_teacher_grid,
+    load_split_records, parse_script_arguments,
+)
 from modeling_umt.configuration_umt_retrieval import STAGE2_VISION_DEFAULTS  # noqa: E402
 from modeling_umt.trainers import UMTVisionLanguageTrainer  # noqa: E402
 from modeling_umt.trainers import DecoderEpochCallback  # noqa: E402
-from processors.datasets import load_video_records  # noqa: E402
 from processors.decoding import DecodeStats, ImageClipDecoder, VideoClipDecoder, decode_videos  # noqa: E402
-from processors.synthetic import ensure_synthetic_dataset  # noqa: E402
 from processors.transforms import Stage2TrainTransform  # noqa: E402
 from processors.video_text import VideoTextCollator, records_from_image_text, records_from_webvid  # noqa: E402
-from run_stage1 import TeacherArguments, build_teacher  # noqa: E402
 
 logger = logging.getLogger("run_stage2")
 
@@ -57,7 +56,7 @@ def default_text_model() -> str | None:
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(StudentShapeArguments):
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Continue from a saved UMTForVideoTextRetrieval directory."}
     )
@@ -76,10 +75,6 @@ class ModelArguments:
                   "last layer, so its layer-3 [CLS] cannot tell captions apart."},
     )
     embed_dim: int = field(default=256, metadata={"help": "Contrastive width (512 for B/16, 768 for L/16)."})
-    hidden_size: int = field(default=192, metadata={"help": "Random student width (ignored with --stage1_model)."})
-    num_hidden_layers: int = field(default=6, metadata={"help": "Random student depth."})
-    num_attention_heads: int = field(default=3, metadata={"help": "Random student heads."})
-    intermediate_size: int = field(default=768, metadata={"help": "Random student MLP width."})
     patch_size: int = field(default=8, metadata={"help": "Spatial patch size (16 in every official model)."})
     drop_path_rate: float = field(default=0.1, metadata={"help": "Stochastic depth of the video encoder."})
     uta_num_layers: int = field(default=3, metadata={"help": "K aligned layers (6 officially); 0 disables UTA."})
@@ -94,7 +89,7 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class DataArguments(VideoDataArguments):
     train_data: str | None = field(
         default=None,
         metadata={"help": "Video-text source: CSV/JSONL table, webdataset shards or Hub id; default: synthetic videos."},
@@ -108,10 +103,8 @@ class DataArguments:
     )
     image_data: str | None = field(default=None, metadata={"help": "Image-text table or Hub id (CC3M style)."})
     image_root: str | None = field(default=None, metadata={"help": "Folder relative image paths are joined to."})
-    streaming: bool = field(default=False, metadata={"help": "Stream the sources (needs --max_steps)."})
     split: str | None = field(default="train", metadata={"help": "Split (column value for tables, split for the Hub)."})
     num_frames: int = field(default=4, metadata={"help": "Frames per clip (official Stage 2: 4)."})
-    image_size: int = field(default=64, metadata={"help": "Crop size (official 224)."})
     flip: bool = field(
         default=False,
         metadata={"help": "Random horizontal flip (official: on). Off by default: synthetic captions say left/right."},
@@ -120,18 +113,16 @@ class DataArguments:
     max_text_length: int = field(
         default=16, metadata={"help": "Tokens per caption (official max_txt_l 32; the synthetic captions fit in 12)."}
     )
-    max_bad_fraction: float = field(default=0.2, metadata={"help": "Stop when more clips than this fail to decode."})
     synthetic_num_videos: int = field(default=1000, metadata={"help": "Size of the default synthetic dataset."})
-    synthetic_size: int = field(default=64, metadata={"help": "Resolution of the synthetic videos."})
 
 
 @dataclass
-class Stage2TrainingArguments(TrainingArguments):
-    """TrainingArguments with the official Stage-2 optimiser (AdamW, betas (0.9, 0.999), weight decay 0.02, cosine with
-    warm-up) and CPU-demo sizes. The official learning rate is 1e-4 (absolute) for a Stage-1-initialised student; the
-    default here is 5e-4 because the demo trains a small model for a short run on CPU. 1200 steps is about the shortest
-    run after which the VTM head has learnt enough for ITM re-ranking to help (it sits at the constant-prediction loss
-    for the first ~500 steps; see docs/retrieval.md)."""
+class Stage2TrainingArguments(ScriptTrainingArguments):
+    """The official Stage-2 optimiser (AdamW, betas (0.9, 0.999), weight decay 0.02, cosine with warm-up) at CPU-demo
+    sizes. The official learning rate is 1e-4 (absolute) for a Stage-1-initialised student; the default here is 5e-4
+    because the demo trains a small model for a short run on CPU. 1200 steps is about the shortest run after which the
+    VTM head has learnt enough for ITM re-ranking to help (it sits at the constant-prediction loss for the first ~500
+    steps; see docs/retrieval.md)."""
 
     output_dir: str = field(default="outputs/stage2")
     per_device_train_batch_size: int = field(default=16)
@@ -139,16 +130,9 @@ class Stage2TrainingArguments(TrainingArguments):
     weight_decay: float = field(default=0.02)
     adam_beta1: float = field(default=0.9)
     adam_beta2: float = field(default=0.999)
-    lr_scheduler_type: str = field(default="cosine")
-    warmup_steps: float = field(default=0.1)
     max_steps: int = field(default=1200)
-    logging_steps: int = field(default=10)
     save_steps: float = field(default=200)
     save_total_limit: int | None = field(default=2)
-    report_to: None | str | list[str] = field(default="tensorboard")
-    remove_unused_columns: bool = field(default=False)
-    dataloader_num_workers: int = field(default=2)
-    seed: int = field(default=0)
 
 
 def build_model(model_args: ModelArguments, data_args: DataArguments, teacher_dim: int | None):
@@ -173,18 +157,13 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, teacher_di
     if model_args.fusion_layer is not None:
         config_kwargs["fusion_layer"] = model_args.fusion_layer
     else:
-        from transformers import BertConfig
-
         config_kwargs["fusion_layer"] = max(0, BertConfig.from_pretrained(text_model).num_hidden_layers - 3)
     vision_config = None
     if model_args.stage1_model is None:
         vision_config = UMTConfig(
             **{
                 **STAGE2_VISION_DEFAULTS,
-                "hidden_size": model_args.hidden_size,
-                "num_hidden_layers": model_args.num_hidden_layers,
-                "num_attention_heads": model_args.num_attention_heads,
-                "intermediate_size": model_args.intermediate_size,
+                **model_args.shape(),
                 "patch_size": model_args.patch_size,
                 "image_size": data_args.image_size,
                 "drop_path_rate": model_args.drop_path_rate,
@@ -204,23 +183,16 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments):
 
     Decoding is Stage 1's: seeded per-sample draws, so a resumed run sees exactly the clips an uninterrupted one
     would."""
-    source, kwargs = data_args.train_data, {"streaming": data_args.streaming}
     transform = Stage2TrainTransform(data_args.image_size, flip_prob=0.5 if data_args.flip else 0.0)
     stats = DecodeStats(max_bad_fraction=data_args.max_bad_fraction)
-    if source is None:
-        with training_args.main_process_first(desc="synthetic dataset"):
-            root = ensure_synthetic_dataset(num_videos=data_args.synthetic_num_videos, size=data_args.synthetic_size)
-        source = str(root / "metadata.csv")
-        logger.info("Using the built-in synthetic captioned videos at %s", root)
+    source, _ = data_args.train_source(training_args)
     if data_args.data_format == "webvid":
         records = records_from_webvid(
             source, video_root=data_args.video_root, url_template=data_args.url_template,
-            split=data_args.split or "train", **kwargs,
+            split=data_args.split or "train", streaming=data_args.streaming,
         )
     elif data_args.data_format == "auto":
-        if data_args.split and str(source).endswith((".csv", ".jsonl", ".json", ".tsv")):
-            kwargs["split"] = data_args.split
-        records = load_video_records(source, **kwargs)
+        records = load_split_records(source, None, data_args.split, data_args.streaming)
     else:
         raise ValueError(f"`--data_format` must be 'webvid' or 'auto', got {data_args.data_format!r}.")
     decoders = {"video": VideoClipDecoder(num_frames=data_args.num_frames, sampling="rand", transform=transform,
@@ -237,21 +209,18 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments):
 
 def main(argv: list[str] | None = None) -> str:
     """Parse arguments, train, save; returns the directory of the saved model."""
-    model_args, teacher_args, data_args, training_args = parse_script_arguments((ModelArguments, TeacherArguments, DataArguments, Stage2TrainingArguments), argv)
-    if data_args.streaming and training_args.max_steps <= 0:
-        raise ValueError("`--streaming` needs `--max_steps` > 0: a stream has no length to count epochs by.")
+    model_args, teacher_args, data_args, training_args = parse_script_arguments(
+        (ModelArguments, TeacherArguments, DataArguments, Stage2TrainingArguments), argv
+    )
+    data_args.check_streaming(training_args)
 
     set_seed(training_args.seed)  # fresh weights (cross-attention, heads, a random student) are reproducible
     teacher = None
     if teacher_args.teacher != "none" and model_args.uta_loss_weight > 0 and model_args.uta_num_layers > 0:
-        teacher = build_teacher(teacher_args, model_args.uta_num_layers, data_args.image_size, model_args.patch_size)
+        teacher = teacher_args.build(model_args.uta_num_layers, data_args.image_size, model_args.patch_size)
     model = build_model(model_args, data_args, teacher.output_dim if teacher is not None else None)
-    vc = model.config.vision_config
-    if teacher is not None and teacher.num_patches != vc.grid_size[1] * vc.grid_size[2]:
-        raise ValueError(
-            f"The teacher sees {teacher.num_patches} patches per frame but the student "
-            f"{vc.grid_size[1] * vc.grid_size[2]}; match `--image_size`/`--patch_size` to the teacher's grid."
-        )
+    if teacher is not None:
+        check_teacher_grid(teacher, model.config.vision_config)
     text_model = model_args.text_model or default_text_model()
     tokenizer = BertTokenizer.from_pretrained(model_args.model_name_or_path or text_model)
     model.config.mask_token_id, model.config.cls_token_id = tokenizer.mask_token_id, tokenizer.cls_token_id

@@ -19,7 +19,8 @@ Reported on the test split with multi-view testing (softmax averaged over the cl
 video is predicted as its time-reversed partner, and how often the top-1 changes when the test clip is played
 backwards (0 % for an order-blind model, by construction). Writes <output_dir>/results.json and evidence.md.
 
-Everything runs in this process on one CPU thread by default: on a shared 2-core machine more threads slow every
+Stage 1 and the three fine-tunings run run_stage1.py / run_finetune.py as subprocesses; everything runs on one CPU
+thread by default (`--num_threads`, passed on as OMP_NUM_THREADS): on a shared 2-core machine more threads slow every
 step down (oversubscription), one thread keeps the run to minutes.
 """
 
@@ -34,15 +35,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import run_finetune  # noqa: E402
-import run_stage1  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
 
 from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoClassification, UMTFrameLevelClassifier  # noqa: E402
+from modeling_umt.cli import parse_script_arguments, run_script  # noqa: E402
+from modeling_umt.trainers import UMTFineTuningTrainer  # noqa: E402
 from processors.datasets import load_video_records  # noqa: E402
 from processors.synthetic import CLASS_NAMES, ensure_synthetic_dataset  # noqa: E402
 from processors.video_processing_umt import UMTVideoProcessor  # noqa: E402
@@ -53,7 +52,7 @@ logger = logging.getLogger("run_temporal_evidence")
 @dataclass
 class EvidenceArguments:
     output_dir: str = field(default="outputs/temporal_evidence")
-    num_videos: int = field(default=4000, metadata={"help": "Synthetic clips (80 % train, 10 % val, 10 % test)."})
+    num_videos: int = field(default=4000, metadata={"help": "Synthetic clips (80/10/10 train/val/test)."})
     video_size: int = field(default=32, metadata={"help": "Resolution of the synthetic videos."})
     num_frames: int = field(default=4, metadata={"help": "Frames per clip, sampled from the 16 of each video."})
     image_size: int = field(default=16, metadata={"help": "Model input size."})
@@ -91,19 +90,26 @@ def _common_data_args(args: EvidenceArguments) -> list[str]:
     ]  # fmt: skip
 
 
+def _run(args: EvidenceArguments, script: str, argv: list[str]) -> None:
+    """One training script of this folder in a subprocess, on `args.num_threads` CPU threads."""
+    run_script(os.path.join(HERE, script), argv, env={"OMP_NUM_THREADS": str(args.num_threads)})
+
+
 def stage1(args: EvidenceArguments, out: Path) -> str:
     """run_stage1.py with the small random teacher; returns the saved student directory."""
     model_dir = out / "stage1" / "model"
     if (model_dir / "config.json").is_file():
         return str(model_dir)
-    return run_stage1.main(
+    _run(
+        args, "run_stage1.py",
         [*_common_data_args(args), "--output_dir", str(out / "stage1"), "--max_steps", str(args.stage1_steps),
          "--hidden_size", str(args.hidden_size), "--num_hidden_layers", str(args.num_hidden_layers),
          "--num_attention_heads", str(args.num_attention_heads), "--intermediate_size", str(args.intermediate_size),
          "--patch_size", str(args.patch_size), "--uta_num_layers", str(min(2, args.num_hidden_layers)),
          "--learning_rate", str(args.stage1_learning_rate), "--warmup_steps", "0.1", "--logging_steps", "50",
-         "--save_strategy", "no"]  # fmt: skip
+         "--save_strategy", "no"],  # fmt: skip
     )
+    return str(model_dir)
 
 
 def random_init(args: EvidenceArguments, stage1_dir: str, out: Path) -> str:
@@ -127,7 +133,8 @@ def finetune(args: EvidenceArguments, init_dir: str, out: Path, frame_level: boo
     ]  # fmt: skip
     if frame_level:
         argv.append("--frame_level")
-    return run_finetune.main(argv)["model_dir"]
+    _run(args, "run_finetune.py", argv)
+    return str(model_dir)
 
 
 def load_test_views(args: EvidenceArguments, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,8 +156,6 @@ def load_test_views(args: EvidenceArguments, root: Path) -> tuple[torch.Tensor, 
 @torch.no_grad()
 def evaluate_model(model, views: torch.Tensor, labels: torch.Tensor, batch: int = 64) -> dict:
     """Multi-view top-1 / top-5, partner confusion and order sensitivity (top-1 change under time reversal)."""
-    from modeling_umt.trainers import UMTFineTuningTrainer
-
     model.eval()
 
     def probs(x):
@@ -191,9 +196,8 @@ def markdown_table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = HfArgumentParser(EvidenceArguments).parse_args_into_dataclasses(sys.argv[1:] if argv is None else argv)
+    (args,) = parse_script_arguments((EvidenceArguments,), argv)
     torch.set_num_threads(args.num_threads)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
