@@ -48,13 +48,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _memory import peak_kb, reset_peak, rss_kb  # benchmarks/ is sys.path[0] for these scripts
+# benchmarks/ is sys.path[0] for these scripts
+from _common import add_worker_arguments, command_line, load_average, run_interleaved, run_worker, without_unavailable
+from _common import peak_kb, reset_peak, rss_kb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "videomae-t1-sdpa"
@@ -176,8 +176,6 @@ def worker(args) -> None:
 # Driver
 # ------------------------------------------------------------------------------------------------------------------
 def run_one(args, name: str, batch: int) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
-        result_file = tmp.name
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -186,21 +184,13 @@ def run_one(args, name: str, batch: int) -> dict:
         "--batch_size", str(batch),
         "--repeats", str(args.repeats),
         "--warmup", str(args.warmup),
-        "--result_file", result_file,
     ]  # fmt: skip
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.official_repo:
         cmd += ["--official_repo", args.official_repo]
     env = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO_ROOT))
-    try:
-        if proc.returncode != 0:
-            raise RuntimeError(f"{name} batch {batch} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-        with open(result_file) as f:
-            return json.load(f)
-    finally:
-        os.unlink(result_file)
+    return run_worker(cmd, f"{name} batch {batch}", env=env, cwd=str(REPO_ROOT))
 
 
 def _fmt_ratio(value: float | None) -> str:
@@ -272,60 +262,37 @@ def main() -> None:
     )
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None, help="subset to run")
     parser.add_argument("--out", default=None, help="also write the table (markdown) to this file")
-    # internal: one worker subprocess
-    parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
-    parser.add_argument("--batch_size", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--result_file", help=argparse.SUPPRESS)
+    add_worker_arguments(parser)  # internal: one worker subprocess
     args = parser.parse_args()
 
     if args._worker:
         worker(args)
         return
 
-    names = args.configs or list(CONFIGS)
-    if not args.official_repo:
-        if OFFICIAL in names:
-            print(f"[skip] {OFFICIAL}: no --official_repo / $UMT_OFFICIAL_REPO", flush=True)
-        names = [n for n in names if n != OFFICIAL]
-    elif OFFICIAL in names:
-        try:
-            _find_official_finetune(args.official_repo)
-        except FileNotFoundError as e:
-            print(f"[skip] {OFFICIAL}: {e}", flush=True)
-            names = [n for n in names if n != OFFICIAL]
+    def official_available() -> None:
+        if not args.official_repo:
+            raise FileNotFoundError("no --official_repo / $UMT_OFFICIAL_REPO")
+        _find_official_finetune(args.official_repo)
+
+    names = without_unavailable(args.configs or list(CONFIGS), OFFICIAL, official_available)
 
     jobs = [(n, b) for b in args.batch_sizes for n in names]
     started = datetime.datetime.now().astimezone()
-    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load0 = load_average()
     print(
         f"# {len(jobs)} configurations x {args.rounds} rounds, warmup {args.warmup}, repeats {args.repeats}; "
         f"cpu_count {os.cpu_count()}, load avg {load0}",
         flush=True,
     )
-    results: dict[tuple[str, int], list[dict]] = {}
-    threads = None
-    for rnd in range(args.rounds):
-        order = jobs if rnd % 2 == 0 else jobs[::-1]  # interleave: alternate the order every round
-        for name, batch in order:
-            t0 = time.perf_counter()
-            try:
-                res = run_one(args, name, batch)
-            except RuntimeError as e:  # report and go on: one broken configuration must not lose the others
-                print(f"round {rnd + 1}/{args.rounds} {name:18s} batch {batch}: FAILED\n{e}", flush=True)
-                continue
-            threads = res["threads"]
-            results.setdefault((name, batch), []).append(res)
-            times = ", ".join(f"{t:.2f}" for t in res["times"])
-            print(
-                f"round {rnd + 1}/{args.rounds} {name:18s} batch {batch}: forward s [{times}] "
-                f"fwd peak {res['fwd_peak_mib']:.0f} MiB ({time.perf_counter() - t0:.0f} s wall)",
-                flush=True,
-            )
-    load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
 
-    if not results:
-        sys.exit("no configuration ran")
+    def report(res: dict) -> str:
+        times = ", ".join(f"{t:.2f}" for t in res["times"])
+        return f"forward s [{times}] fwd peak {res['fwd_peak_mib']:.0f} MiB"
+
+    results = run_interleaved(jobs, args.rounds, lambda name, batch: run_one(args, name, batch), report)
+    threads = next(iter(results.values()))[0]["threads"]
+    load1 = load_average()
+
     rows = summarize(results, names, args.batch_sizes)
     table = markdown_table(rows)
     any_res = next(iter(results.values()))[0]
@@ -333,7 +300,7 @@ def main() -> None:
         f"date {started:%Y-%m-%d %H:%M %Z}; torch {any_res['torch']}; torch threads {threads}; "
         f"cpu_count {os.cpu_count()}; {platform.processor() or platform.machine()}; "
         f"load avg before {load0} after {load1}\n"
-        f"command: python {' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}\n"
+        f"command: {command_line()}\n"
         f"time = forward wall time / batch size, median over {args.rounds} rounds x {args.repeats} repeats; "
         f"ratios are median time per clip relative to {REFERENCE} (and {OFFICIAL}) at the same batch size\n"
     )

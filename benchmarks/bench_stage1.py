@@ -76,11 +76,12 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _memory import maxrss_kb, peak_kb, reset_peak, rss_kb  # benchmarks/ is sys.path[0] for these scripts
+# benchmarks/ is sys.path[0] for these scripts
+from _common import add_worker_arguments, command_line, load_average, run_interleaved, run_worker, without_unavailable
+from _common import maxrss_kb, peak_kb, reset_peak, rss_kb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = "official"
@@ -369,11 +370,9 @@ def profile_step(fns: dict, args) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------------------------------
-def _worker_cmd(args, name: str, batch: int, result_file: str | None) -> list[str]:
+def _worker_cmd(args, name: str, batch: int) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", "--config", name, "--batch_size", str(batch),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--optimizer", args.optimizer]  # fmt: skip
-    if result_file:
-        cmd += ["--result_file", result_file]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.official_repo:
@@ -389,17 +388,8 @@ def _env(mmap_threshold: int | None = None) -> dict:
 
 
 def run_one(args, name: str, batch: int) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
-        result_file = tmp.name
-    proc = subprocess.run(_worker_cmd(args, name, batch, result_file), capture_output=True, text=True,
-                          env=_env(args.mmap_threshold), cwd=str(REPO_ROOT))  # fmt: skip
-    try:
-        if proc.returncode != 0:
-            raise RuntimeError(f"{name} batch {batch} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-        with open(result_file) as f:
-            return json.load(f)
-    finally:
-        os.unlink(result_file)
+    return run_worker(_worker_cmd(args, name, batch), f"{name} batch {batch}", env=_env(args.mmap_threshold),
+                      cwd=str(REPO_ROOT))  # fmt: skip
 
 
 def _median(runs: list[dict], key: str) -> float:
@@ -511,11 +501,7 @@ def main() -> None:
     parser.add_argument("--profile", default=None, choices=list(CONFIGS), help="profile one step of this config")
     parser.add_argument("--profile_rows", type=int, default=20)
     parser.add_argument("--record_shapes", action="store_true", help="with --profile: group ops by input shape")
-    # internal: one worker subprocess
-    parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
-    parser.add_argument("--batch_size", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--result_file", help=argparse.SUPPRESS)
+    add_worker_arguments(parser)  # internal: one worker subprocess
     args = parser.parse_args()
 
     if args._worker:
@@ -523,51 +509,35 @@ def main() -> None:
         return
     if args.profile:
         for b in args.batch_sizes:
-            cmd = _worker_cmd(args, args.profile, b, None) + ["--profile", args.profile,
+            cmd = _worker_cmd(args, args.profile, b) + ["--profile", args.profile,
                                                                "--profile_rows", str(args.profile_rows)]  # fmt: skip
             if args.record_shapes:
                 cmd.append("--record_shapes")
             subprocess.run(cmd, env=_env(args.mmap_threshold), cwd=str(REPO_ROOT), check=True)
         return
 
-    names = args.configs or list(CONFIGS)
-    if OFFICIAL in names:
-        try:
-            if not args.official_repo:
-                raise FileNotFoundError("no --official_repo / $UMT_OFFICIAL_REPO")
-            if not (Path(args.official_repo) / "single_modality/models/modeling_pretrain_umt.py").is_file():
-                raise FileNotFoundError(
-                    f"no single_modality/models/modeling_pretrain_umt.py under {args.official_repo}"
-                )
-        except FileNotFoundError as e:
-            print(f"[skip] {OFFICIAL}: {e}", flush=True)
-            names = [n for n in names if n != OFFICIAL]
+    def official_available() -> None:
+        if not args.official_repo:
+            raise FileNotFoundError("no --official_repo / $UMT_OFFICIAL_REPO")
+        if not (Path(args.official_repo) / "single_modality/models/modeling_pretrain_umt.py").is_file():
+            raise FileNotFoundError(f"no single_modality/models/modeling_pretrain_umt.py under {args.official_repo}")
+
+    names = without_unavailable(args.configs or list(CONFIGS), OFFICIAL, official_available)
 
     jobs = [(n, b) for b in args.batch_sizes for n in names]
     started = datetime.datetime.now().astimezone()
-    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load0 = load_average()
     print(f"# {len(jobs)} jobs x {args.rounds} rounds, warmup {args.warmup}, steps {args.steps}; cpu_count "
           f"{os.cpu_count()}, load avg {load0}", flush=True)  # fmt: skip
-    results: dict[tuple[str, int], list[dict]] = {}
-    for rnd in range(args.rounds):
-        for name, batch in jobs if rnd % 2 == 0 else jobs[::-1]:
-            t0 = time.perf_counter()
-            try:
-                res = run_one(args, name, batch)
-            except RuntimeError as e:  # report and go on: one broken configuration must not lose the others
-                print(f"round {rnd + 1} {name:16s} batch {batch}: FAILED\n{e}", flush=True)
-                continue
-            results.setdefault((name, batch), []).append(res)
-            steps = ", ".join(f"{s['step']:.2f}" for s in res["steps"])
-            phase_peaks = " ".join(f"{ph} {v:.0f}" for ph, v in res["phase_peak_mib"].items())
-            print(f"round {rnd + 1} {name:16s} batch {batch}: step s [{steps}] teacher "
-                  f"{statistics.median(s['teacher'] for s in res['steps']):.2f} s, "
-                  f"step peak {res['step_peak_mib']:.0f} "
-                  f"MiB (by phase: {phase_peaks}), load {os.getloadavg()[0]:.1f} "
-                  f"({time.perf_counter() - t0:.0f} s wall)", flush=True)  # fmt: skip
-    load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
-    if not results:
-        sys.exit("no configuration ran")
+
+    def report(res: dict) -> str:
+        steps = ", ".join(f"{s['step']:.2f}" for s in res["steps"])
+        phase_peaks = " ".join(f"{ph} {v:.0f}" for ph, v in res["phase_peak_mib"].items())
+        return (f"step s [{steps}] teacher {statistics.median(s['teacher'] for s in res['steps']):.2f} s, "
+                f"step peak {res['step_peak_mib']:.0f} MiB (by phase: {phase_peaks}), load {os.getloadavg()[0]:.1f}")
+
+    results = run_interleaved(jobs, args.rounds, lambda name, batch: run_one(args, name, batch), report)
+    load1 = load_average()
 
     time_table, mem_table, numbers = summarize(results, names, args.batch_sizes)
     any_res = next(iter(results.values()))[0]
@@ -576,7 +546,7 @@ def main() -> None:
         f"{os.cpu_count()}; {platform.processor() or platform.machine()}; optimizer AdamW ({args.optimizer}); "
         f"MALLOC_MMAP_THRESHOLD_ {args.mmap_threshold or 'glibc default (dynamic)'}; "
         f"load avg before {load0} after {load1}\n"
-        f"command: python {' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}\n"
+        f"command: {command_line()}\n"
         f"time: median over {args.rounds} round(s) x {args.steps} timed steps after {args.warmup} warm-up step(s); "
         f"memory: step peak = max RSS during the steps - RSS after building models, optimizer and input\n"
     )

@@ -1,0 +1,131 @@
+"""What the benchmark scripts share: process memory (current and peak RSS, a reset of the peak) and the driver
+(one configuration per fresh worker process, interleaved rounds).
+
+Memory: Linux reads /proc/self (`VmRSS`, `VmHWM`, `clear_refs`); elsewhere both fall back to the lifetime peak
+(`ru_maxrss`) and the reset reports that it could not happen. Imported by the benchmark scripts, which run with
+this folder first on sys.path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def maxrss_kb() -> int:
+    """The lifetime peak RSS in KiB (Linux units)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def rss_kb() -> int:
+    """The current RSS in KiB (the lifetime peak where the current value is not available)."""
+    rss = _status_kb("VmRSS")
+    return rss if rss is not None else maxrss_kb()
+
+
+def peak_kb() -> int:
+    """The RSS high-water mark in KiB since the last `reset_peak` (or since the start)."""
+    peak = _status_kb("VmHWM")
+    return peak if peak is not None else maxrss_kb()
+
+
+def reset_peak() -> bool:
+    """Reset the RSS high-water mark to the current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The driver every step benchmark shares: one configuration per fresh worker process, interleaved rounds
+# ------------------------------------------------------------------------------------------------------------------
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The hidden arguments a benchmark passes to its own worker subprocess."""
+    parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--batch_size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--result_file", help=argparse.SUPPRESS)
+
+
+def run_worker(cmd: list[str], label: str, env: dict | None = None, cwd: str | None = None) -> dict:
+    """Run one worker (`cmd` plus `--result_file <tmp>`) and return the JSON it wrote; RuntimeError with the tail of
+    its stderr when it fails."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+        result_file = tmp.name
+    try:
+        proc = subprocess.run(cmd + ["--result_file", result_file], capture_output=True, text=True, env=env, cwd=cwd)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{label} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+        with open(result_file) as f:
+            return json.load(f)
+    finally:
+        os.unlink(result_file)
+
+
+def run_interleaved(
+    jobs: list[tuple[str, int]],
+    rounds: int,
+    run: Callable[[str, int], dict],
+    report: Callable[[dict], str],
+) -> dict[tuple[str, int], list[dict]]:
+    """Run every (configuration, batch) job `rounds` times, alternating the order each round so slow drifts of a
+    shared machine spread over all configurations. A failing job is reported and skipped: one broken
+    configuration must not lose the others. `report(result)` is the progress line of one run."""
+    results: dict[tuple[str, int], list[dict]] = {}
+    for rnd in range(rounds):
+        for name, batch in jobs if rnd % 2 == 0 else jobs[::-1]:
+            start = time.perf_counter()
+            try:
+                result = run(name, batch)
+            except RuntimeError as error:
+                print(f"round {rnd + 1}/{rounds} {name:18s} batch {batch}: FAILED\n{error}", flush=True)
+                continue
+            results.setdefault((name, batch), []).append(result)
+            print(f"round {rnd + 1}/{rounds} {name:18s} batch {batch}: {report(result)} "
+                  f"({time.perf_counter() - start:.0f} s wall)", flush=True)  # fmt: skip
+    if not results:
+        sys.exit("no configuration ran")
+    return results
+
+
+def load_average() -> tuple[float, float, float] | None:
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
+
+
+def command_line() -> str:
+    """How this benchmark was started, for the table's header."""
+    return "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+
+
+def without_unavailable(names: list[str], name: str, check: Callable[[], None]) -> list[str]:
+    """`names` without `name` when `check()` raises FileNotFoundError (e.g. no official checkout), printed as a skip."""
+    if name not in names:
+        return names
+    try:
+        check()
+    except FileNotFoundError as error:
+        print(f"[skip] {name}: {error}", flush=True)
+        return [n for n in names if n != name]
+    return names
