@@ -8,6 +8,7 @@ import json
 import math
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -204,3 +205,25 @@ def test_visible_teacher_features_keep_the_unmasked_tokens_of_every_layer():
         for b in range(3):
             assert torch.equal(out[k, b], features[k, b][~mask[b]])
     assert visible_teacher_features(features, None) is features
+
+
+def test_rerun_of_a_finished_run_changes_nothing(tmp_path):
+    """Rerunning a finished run with the same arguments trains nothing and writes nothing (the Trainer alone would
+    take a 7th step from checkpoint-6 and overwrite model/); with model/ lost in a kill during the final save, the
+    rerun publishes it again from the last checkpoint, bit for bit."""
+    out = tmp_path / "done"
+    args = ["--output_dir", str(out), "--max_steps", "6", "--save_steps", "2", "--seed", "1"]  # 6: not an epoch's end
+    _run(args, tmp_path)
+
+    def files() -> dict:
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    before = files()
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
+    proc = _run(args, tmp_path)
+    assert "nothing to do" in proc.stdout + proc.stderr
+    assert files() == before
+
+    shutil.rmtree(out / "model")  # as if killed while publishing the final model
+    _run(args, tmp_path)
+    assert files() == before

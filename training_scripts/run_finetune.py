@@ -57,6 +57,7 @@ from processors.decoding import (  # noqa: E402
     decode_videos,
 )
 from processors.finetune_transforms import FinetuneTrainTransform  # noqa: E402
+from processors.fileio import publish_directory, staging_path  # noqa: E402
 from processors.labels import read_label_file  # noqa: E402
 from processors.video_processing_umt import UMTVideoProcessor  # noqa: E402
 
@@ -329,7 +330,15 @@ def main(argv: list[str] | None = None) -> dict:
         mixup_switch_prob=training_args.mixup_switch_prob,
         label_smoothing=training_args.label_smoothing_factor,
     )
-    trainer.train_resuming()
+    final_dir = os.path.join(training_args.output_dir, "model")
+    if not trainer.train_resuming(final_dir) and os.path.isdir(final_dir):
+        logger.info("The run in %s is finished and %s is saved: nothing to do", training_args.output_dir, final_dir)
+        saved = os.path.join(training_args.output_dir, "test_results.json")
+        test_metrics = None
+        if os.path.isfile(saved):
+            with open(saved) as f:
+                test_metrics = json.load(f)
+        return {"model_dir": final_dir, "test": test_metrics}
 
     test_metrics = None
     if test is not None:
@@ -338,19 +347,19 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("test", test_metrics)
         trainer.save_metrics("test", test_metrics)
 
-    final_dir = os.path.join(training_args.output_dir, "model")
     if model_args.use_peft:
         adapter_dir = os.path.join(training_args.output_dir, "adapter")
         trainer.save_model_atomic(adapter_dir)  # the adapter + head only
         if training_args.should_save:
             merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
             merged.config.architectures = ["UMTForVideoClassification"]
-            merged.save_pretrained(final_dir)
+            staging = staging_path(final_dir)
+            merged.save_pretrained(staging)
+            processor.save_pretrained(staging)
+            publish_directory(staging, final_dir)
         logger.info("Saved the LoRA adapter to %s and the merged model to %s", adapter_dir, final_dir)
     else:
-        trainer.save_model_atomic(final_dir)
-    if training_args.should_save:
-        processor.save_pretrained(final_dir)
+        trainer.save_model_atomic(final_dir, save_extras=processor.save_pretrained)
     trainer.accelerator.wait_for_everyone()
     logger.info("Saved the fine-tuned model and its video processor to %s", final_dir)
     return {"model_dir": final_dir, "test": test_metrics}

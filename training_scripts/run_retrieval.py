@@ -103,9 +103,8 @@ def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> 
             callbacks=[DecoderEpochCallback(decoder)],
         )
         trainer.train()
-        if trainer.args.should_save:
-            trainer.save_model_atomic(os.path.join(training_args.output_dir, "model"))
-            tokenizer.save_pretrained(os.path.join(training_args.output_dir, "model"))
+        # every process joins the save (it has barriers); the main one writes, tokenizer inside the same folder
+        trainer.save_model_atomic(os.path.join(training_args.output_dir, "model"), save_extras=tokenizer.save_pretrained)
 
     source, split = args.annotations, args.split
     if source is None:

@@ -139,8 +139,10 @@ def main(argv: list[str] | None = None) -> str:
         mask_ratio=teacher_args.mask_ratio,
         callbacks=[DecoderEpochCallback(decoder)],
     )
-    trainer.train_resuming()
     final_dir = os.path.join(training_args.output_dir, "model")
+    if not trainer.train_resuming(final_dir) and os.path.isdir(final_dir):
+        logger.info("The run in %s is finished and %s is saved: nothing to do", training_args.output_dir, final_dir)
+        return final_dir
     trainer.save_model_atomic(final_dir)
     logger.info("Saved the Stage-1 student to %s (load it with AutoModel.from_pretrained)", final_dir)
     return final_dir

@@ -237,11 +237,11 @@ def main(argv: list[str] | None = None) -> str:
         image_mask_ratio=data_args.image_mask_ratio,
         callbacks=[DecoderEpochCallback(decoder) for decoder in decoders],
     )
-    trainer.train_resuming()
     final_dir = os.path.join(training_args.output_dir, "model")
-    trainer.save_model_atomic(final_dir)
-    if trainer.args.should_save:
-        tokenizer.save_pretrained(final_dir)
+    if not trainer.train_resuming(final_dir) and os.path.isdir(final_dir):
+        logger.info("The run in %s is finished and %s is saved: nothing to do", training_args.output_dir, final_dir)
+        return final_dir
+    trainer.save_model_atomic(final_dir, save_extras=tokenizer.save_pretrained)
     logger.info("Saved the Stage-2 model and tokenizer to %s (AutoModel.from_pretrained loads it)", final_dir)
     return final_dir
 

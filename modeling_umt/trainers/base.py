@@ -10,17 +10,21 @@ from __future__ import annotations
 import os
 import shutil
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
+from transformers.utils import logging
 from transformers.utils import ModelOutput
 
 from processors.fileio import publish_directory
 
 from .optim import decay_parameter_names
+
+logger = logging.get_logger(__name__)
 
 PER_LAYER_SUFFIX = "_loss_per_layer"  # a (K,) output field `<name>_loss_per_layer` is logged as `<name>_layer_<i>`
 
@@ -180,20 +184,52 @@ class UMTTrainer(Trainer):
             )
         self.accelerator.wait_for_everyone()
 
-    def train_resuming(self):
+    def train_resuming(self, final_dir: str | None = None) -> bool:
         """`train()` from `args.resume_from_checkpoint`, else from the last complete checkpoint in `args.output_dir`
-        (so rerunning an interrupted command resumes it), then log and save the train metrics and state."""
+        (so rerunning an interrupted command resumes it), then log and save the train metrics and state.
+
+        A run whose checkpoint already reached its end (`max_steps`, or every epoch of `num_train_epochs`) is
+        finished: it is not trained again (the Trainer would take one more step past `max_steps`) and nothing is
+        written. When its final model (`final_dir`) is missing, because a kill interrupted the final save, the model
+        gets that checkpoint's weights so that the caller can still save it. Returns True when it trained, False
+        when the run had already finished.
+        """
         checkpoint = self.args.resume_from_checkpoint
         if checkpoint is None and os.path.isdir(self.args.output_dir):
             checkpoint = get_last_checkpoint(self.args.output_dir)
+        if checkpoint is not None and self.is_finished(checkpoint):
+            logger.warning(
+                "%s already reached the end of this run (step %d); not training again. Raise --max_steps to "
+                "train further, or use another --output_dir.", checkpoint, _checkpoint_state(checkpoint).global_step,
+            )
+            if final_dir is not None and os.path.isdir(final_dir):
+                return False
+            if self.is_deepspeed_enabled:  # the engine that reads a ZeRO checkpoint only exists inside train()
+                raise RuntimeError(
+                    f"{checkpoint} is the end of a finished DeepSpeed run but its final model was not published; "
+                    "run zero_to_fp32.py on that checkpoint to recover the weights."
+                )
+            self._load_from_checkpoint(checkpoint)
+            return False
         result = self.train(resume_from_checkpoint=checkpoint)
         self.log_metrics("train", result.metrics)
         self.save_metrics("train", result.metrics)
         self.save_state()
-        return result
+        return True
 
-    def save_model_atomic(self, output_dir: str) -> None:
-        """`save_model` into a hidden sibling folder, then publish it as `output_dir` (replacing an older one)."""
+    def is_finished(self, checkpoint: str) -> bool:
+        """Whether `checkpoint` is the end of the run these arguments describe."""
+        state = _checkpoint_state(checkpoint)
+        if self.args.max_steps > 0:
+            return state.global_step >= self.args.max_steps
+        return state.num_train_epochs == self.args.num_train_epochs and state.global_step >= state.max_steps > 0
+
+    def save_model_atomic(self, output_dir: str, save_extras: Callable[[str], None] | None = None) -> None:
+        """`save_model` into a hidden sibling folder, then publish it as `output_dir` (replacing an older one).
+
+        `save_extras(folder)` (main process only) adds what belongs beside the model, e.g. its tokenizer or video
+        processor, before the folder is published: the model is never visible without them.
+        """
         output_dir = os.path.abspath(output_dir)
         tmp = os.path.join(os.path.dirname(output_dir), f".tmp-{os.path.basename(output_dir)}")  # same on every rank
         if self.args.should_save and os.path.isdir(tmp):
@@ -202,8 +238,14 @@ class UMTTrainer(Trainer):
         self.save_model(tmp)
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
+            if save_extras is not None:
+                save_extras(tmp)
             publish_directory(tmp, output_dir)
         self.accelerator.wait_for_everyone()
+
+
+def _checkpoint_state(checkpoint: str) -> TrainerState:
+    return TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
 
 
 __all__ = ["ScalarAccumulator", "UMTTrainer", "output_loss_terms"]
