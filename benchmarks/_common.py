@@ -2,8 +2,8 @@
 (one configuration per fresh worker process, interleaved rounds).
 
 Memory: Linux reads /proc/self (`VmRSS`, `VmHWM`, `clear_refs`); elsewhere both fall back to the lifetime peak
-(`ru_maxrss`) and the reset reports that it could not happen. Imported by the benchmark scripts, which run with
-this folder first on sys.path.
+(`ru_maxrss`) and the reset reports that it could not happen. The benchmark scripts put this folder on sys.path
+before importing it.
 """
 
 from __future__ import annotations

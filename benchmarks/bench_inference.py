@@ -52,9 +52,10 @@ import sys
 import time
 from pathlib import Path
 
-# benchmarks/ is sys.path[0] for these scripts
-from _common import add_worker_arguments, command_line, load_average, run_interleaved, run_worker, without_unavailable
-from _common import peak_kb, reset_peak, rss_kb
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common.py, also when this file is loaded by path
+from _common import add_worker_arguments, command_line, load_average  # noqa: E402
+from _common import run_interleaved, run_worker, without_unavailable  # noqa: E402
+from _common import peak_kb, reset_peak, rss_kb  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "videomae-t1-sdpa"
