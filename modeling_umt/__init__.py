@@ -40,14 +40,18 @@ UMTForVideoTextRetrieval.register_for_auto_class("AutoModel")
 
 
 def _register_video_processor() -> None:
-    """Register UMTVideoProcessor with AutoVideoProcessor when the processors package is importable."""
+    """Register UMTVideoProcessor (every UMT model) and UMTProcessor (video-text models) with AutoVideoProcessor and
+    AutoProcessor when the processors package is importable."""
     try:
+        from processors.processing_umt import UMTProcessor
         from processors.video_processing_umt import UMTVideoProcessor
     except ImportError:  # the processors package is optional for model-only use
         return
-    from transformers import AutoVideoProcessor
+    from transformers import AutoProcessor, AutoVideoProcessor
 
     AutoVideoProcessor.register(UMTConfig, video_processor_class=UMTVideoProcessor, exist_ok=True)
+    AutoVideoProcessor.register(UMTRetrievalConfig, video_processor_class=UMTVideoProcessor, exist_ok=True)
+    AutoProcessor.register(UMTRetrievalConfig, UMTProcessor, exist_ok=True)
 
 
 _register_video_processor()

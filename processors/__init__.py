@@ -47,6 +47,7 @@ _EXPORTS = {
         "spatial_crop_boxes",
     ),
     "video_processing_umt": ("UMTVideoProcessor",),
+    "processing_umt": ("UMTProcessor",),
     "finetune_transforms": (
         "FinetuneTrainTransform",
         "VideoRandAugment",

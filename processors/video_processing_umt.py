@@ -37,6 +37,7 @@ from .video_io import BACKENDS, VideoReader
 __all__ = ["UMTVideoProcessor", "UMTVideoProcessorKwargs"]
 
 FRAME_SAMPLING_RULES = ("sparse_test", "middle")
+DEFAULT_NUM_FRAMES = 8  # UMT's clip length (UMTConfig.num_frames): what a file is sampled to when num_frames is unset
 
 
 class UMTVideoProcessorKwargs(VideosKwargs, total=False):
@@ -79,9 +80,13 @@ class UMTVideoProcessor(BaseVideoProcessor):
     default, PyAV as fallback), decoded frames (numpy / torch, (T, H, W, C) or (T, C, H, W)), a list of PIL
     frames, or a list of any of these for a batch.
 
-    Frame sampling: with `do_sample_frames=True` (what the video-classification pipeline passes) `num_frames`
-    frames are chosen with `frame_sampling` -- by default the official fine-tuning test rule, clip c of
-    `num_temporal_clips`. With `do_sample_frames=False` (the default, as VideoMAE) every frame given is used.
+    Frame sampling: a path, URL or bytes is decoded at only the frames returned. By default
+    (`do_sample_frames=None`) a file gives `num_frames` frames (8, UMT's clip length, when `num_frames` is unset)
+    chosen with `frame_sampling` -- the official fine-tuning test rule by default, "middle" for video-text -- and
+    decoded frames (arrays, tensors, PIL lists) are used as given. `do_sample_frames=True` (what the
+    video-classification pipeline passes) samples both, with an explicit `num_frames` or `fps`, clip c of
+    `num_temporal_clips` (multi-clip testing needs it); `do_sample_frames=False` keeps every frame of a file too.
+    `UMTVideoProcessor.from_model_config(config)` sizes a processor for a saved model.
 
     Returns a `BatchFeature` with `pixel_values`: float32 (B * V, T, C, H, W) with V = `num_views(...)` =
     num_temporal_clips * num_spatial_crops. Views are grouped by video (video 0's V views first); within a
@@ -109,7 +114,9 @@ class UMTVideoProcessor(BaseVideoProcessor):
     rescale_factor = 1 / 255
     do_normalize = True
     do_convert_rgb = True
-    do_sample_frames = False  # as VideoMAE: frames passed in are used as they are unless sampling is asked for
+    # None: a file (path, URL, bytes) is sampled to `num_frames` frames (DEFAULT_NUM_FRAMES when unset), decoded
+    # frames are used as given (as VideoMAE); True / False: always / never sample.
+    do_sample_frames = None
     num_frames = None
     fps = None
     num_temporal_clips = 1
@@ -139,6 +146,34 @@ class UMTVideoProcessor(BaseVideoProcessor):
             )
         if video_backend not in BACKENDS:
             raise ValueError(f"video_backend must be one of {BACKENDS}, got {video_backend!r}")
+
+    @classmethod
+    def from_model_config(cls, config, **overrides) -> "UMTVideoProcessor":
+        """The evaluation processor that fits a UMT model config (read by attribute; no `modeling_umt` import).
+
+        - A video model (`UMTConfig`: classifier, Stage-1 student): `num_frames` frames by the official fine-tuning
+          test rule ("sparse_test"), short side resized to `image_size` (bilinear), one `image_size` centre crop.
+        - A video-text model (a config with a `vision_config`, `UMTRetrievalConfig`): the vision config's frames by
+          the official video-text test rule ("middle"), resized straight to `image_size` x `image_size` (bicubic,
+          aspect ratio not kept), as `EvalTransform(keep_aspect_ratio=False)` and the retrieval evaluation.
+        `overrides` replace any of these settings.
+        """
+        vision = getattr(config, "vision_config", None)
+        video_config = vision if vision is not None else config
+        num_frames, image_size = getattr(video_config, "num_frames", None), getattr(video_config, "image_size", None)
+        if not isinstance(num_frames, int) or image_size is None:
+            raise ValueError(
+                f"`config` must be a UMT config with `num_frames` and `image_size` (or a `vision_config` holding "
+                f"them), got {type(config).__name__} with num_frames={num_frames!r}, image_size={image_size!r}"
+            )
+        height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if vision is not None:
+            settings = dict(size={"height": height, "width": width}, do_center_crop=False,
+                            resample=PILImageResampling.BICUBIC, frame_sampling="middle")  # fmt: skip
+        else:
+            settings = dict(size={"shortest_edge": min(height, width)}, crop_size={"height": height, "width": width},
+                            frame_sampling="sparse_test")  # fmt: skip
+        return cls(**{**settings, "num_frames": num_frames, **overrides})
 
     def num_views(self, num_temporal_clips: int | None = None, num_spatial_crops: int | None = None) -> int:
         """Views per video in `pixel_values`: num_temporal_clips * num_spatial_crops (instance defaults if None)."""
@@ -174,6 +209,14 @@ class UMTVideoProcessor(BaseVideoProcessor):
                 f"num_temporal_clips={settings['num_temporal_clips']} needs do_sample_frames=True: the clips are "
                 "sampled from the whole video"
             )
+        if settings["do_sample_frames"] is None:  # a file: sample (decode only what is returned); frames: keep
+            if _is_encoded(videos) or (isinstance(videos, (list, tuple)) and videos and all(map(_is_encoded, videos))):
+                kwargs["do_sample_frames"] = True
+                if kwargs.get("num_frames") is None and self.num_frames is None and (kwargs.get("fps") or self.fps) is None:
+                    kwargs["num_frames"] = DEFAULT_NUM_FRAMES
+            else:
+                kwargs["do_sample_frames"] = False
+            return self.preprocess(videos, **kwargs)
         if settings["video_backend"] != self.video_backend:
             # The decoding hook does not receive call-time kwargs; a shallow copy carries the backend there.
             processor = copy.copy(self)
@@ -348,3 +391,8 @@ class UMTVideoProcessor(BaseVideoProcessor):
                 f"got shape {tuple(logits.shape)}"
             )
         return logits.float().softmax(-1).reshape(-1, num_views, logits.shape[-1]).mean(1)
+
+
+# Saved folders carry this module (and the ones it imports) with an `auto_map`, so that
+# `AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)` works without this package.
+UMTVideoProcessor.register_for_auto_class("AutoVideoProcessor")
