@@ -85,10 +85,12 @@ class UMTProcessor(ProcessorMixin):
         super().__init__(video_processor, tokenizer, **kwargs)
 
     @classmethod
-    def from_model_config(cls, config, tokenizer, **video_overrides) -> "UMTProcessor":
+    def from_model_config(
+        cls, config, tokenizer, max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, **video_overrides
+    ) -> "UMTProcessor":
         """The processor that fits a `UMTRetrievalConfig` (or any config with a UMT `vision_config`): its frames and
         image size, with the official video-text test transform (see `UMTVideoProcessor.from_model_config`)."""
-        return cls(UMTVideoProcessor.from_model_config(config, **video_overrides), tokenizer)
+        return cls(UMTVideoProcessor.from_model_config(config, **video_overrides), tokenizer, max_text_length)
 
     def __call__(self, text=None, videos=None, images=None, **kwargs) -> BatchFeature:
         if text is None and videos is None and images is None:

@@ -43,6 +43,7 @@ from modeling_umt.cli import (  # noqa: E402
     parse_script_arguments, scale_learning_rate_by_batch,
 )
 from modeling_umt.loading import load_video_classifier  # noqa: E402
+from modeling_umt.publishing import complete_model_folder  # noqa: E402
 from modeling_umt.trainers import (  # noqa: E402
     DecoderEpochCallback,
     UMTFineTuningTrainer,
@@ -321,6 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=train,
         eval_dataset=validation,
         data_collator=VideoCollator(),
+        processing_class=processor,  # saved in checkpoints and the final folder
         compute_metrics=top_k_compute_metrics((1, 5)),
         callbacks=[DecoderEpochCallback(train_decoder)],
         layer_decay=training_args.layer_decay,
@@ -349,17 +351,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     if model_args.use_peft:
         adapter_dir = os.path.join(training_args.output_dir, "adapter")
-        trainer.save_model_atomic(adapter_dir)  # the adapter + head only
+        trainer.save_model_atomic(adapter_dir, card_arguments=(model_args, data_args))  # the adapter + head only
         if training_args.should_save:
             merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
             merged.config.architectures = ["UMTForVideoClassification"]
             staging = staging_path(final_dir)
             merged.save_pretrained(staging)
-            processor.save_pretrained(staging)
+            complete_model_folder(staging, merged, processor, training_arguments=training_args,
+                                  script_arguments=(model_args, data_args), steps=trainer.state.global_step,
+                                  metrics=test_metrics)  # fmt: skip
             publish_directory(staging, final_dir)
         logger.info("Saved the LoRA adapter to %s and the merged model to %s", adapter_dir, final_dir)
     else:
-        trainer.save_model_atomic(final_dir, save_extras=processor.save_pretrained)
+        trainer.save_model_atomic(final_dir, card_arguments=(model_args, data_args))
     trainer.accelerator.wait_for_everyone()
     logger.info("Saved the fine-tuned model and its video processor to %s", final_dir)
     return {"model_dir": final_dir, "test": test_metrics}

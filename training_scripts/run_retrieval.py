@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import modeling_umt  # noqa: E402,F401  (registers the Auto classes)
 from modeling_umt.cli import ScriptTrainingArguments, SyntheticDataArguments, parse_script_arguments  # noqa: E402
+from modeling_umt.model_card import update_model_card  # noqa: E402
 from modeling_umt.retrieval_evaluation import evaluate_retrieval  # noqa: E402
 from modeling_umt.trainers import UMTVisionLanguageTrainer  # noqa: E402
 from modeling_umt.trainers import DecoderEpochCallback  # noqa: E402
@@ -100,11 +101,13 @@ def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> 
         trainer = UMTVisionLanguageTrainer(
             model=model, args=training_args, train_dataset=decode_videos(train.records(), decoder),
             data_collator=VideoTextCollator(tokenizer, max_length=args.max_text_length), teacher=None,
+            processing_class=tokenizer,  # the final folder gets a UMTProcessor built on it
             callbacks=[DecoderEpochCallback(decoder)],
         )
         trainer.train()
-        # every process joins the save (it has barriers); the main one writes, tokenizer inside the same folder
-        trainer.save_model_atomic(os.path.join(training_args.output_dir, "model"), save_extras=tokenizer.save_pretrained)
+        # every process joins the save (it has barriers); the main one writes, processor and card inside the folder
+        trainer.save_model_atomic(os.path.join(training_args.output_dir, "model"), card_arguments=(args,),
+                                  max_text_length=args.max_text_length)
 
     source, split = args.annotations, args.split
     if source is None:
@@ -141,6 +144,9 @@ def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> 
     logger.info("chance R@1: t2v %.1f, v2t %.1f", chance["t2v_r1"], chance["v2t_r1"])
     path = args.metrics_file or os.path.join(training_args.output_dir, "retrieval_metrics.json")
     atomic_write_text(path, json.dumps(results, indent=2))  # a finished file or none at all
+    if training_args.do_train and training_args.should_save:  # the fine-tuned model's card gets what it measured
+        update_model_card(os.path.join(training_args.output_dir, "model"),
+                          {"retrieval": {k: results[k] for k in ("itc", "itc+itm")}})
     logger.info("Wrote %s", path)
     return results
 

@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> str:
     if not trainer.train_resuming(final_dir) and os.path.isdir(final_dir):
         logger.info("The run in %s is finished and %s is saved: nothing to do", training_args.output_dir, final_dir)
         return final_dir
-    trainer.save_model_atomic(final_dir)
-    logger.info("Saved the Stage-1 student to %s (load it with AutoModel.from_pretrained)", final_dir)
+    trainer.save_model_atomic(final_dir, card_arguments=(model_args, teacher_args, data_args))
+    logger.info("Saved the Stage-1 student, its video processor and card to %s (AutoModel.from_pretrained)", final_dir)
     return final_dir
 
 

@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> str:
         args=training_args,
         train_dataset=train_datasets if len(train_datasets) > 1 else train_datasets["video"],
         data_collator=VideoTextCollator(tokenizer, max_length=data_args.max_text_length),
+        processing_class=tokenizer,  # the final folder gets a UMTProcessor built on it (save_model_atomic)
         teacher=teacher,
         mask_type=teacher_args.mask_type,
         video_mask_ratio=teacher_args.mask_ratio,
@@ -241,8 +242,9 @@ def main(argv: list[str] | None = None) -> str:
     if not trainer.train_resuming(final_dir) and os.path.isdir(final_dir):
         logger.info("The run in %s is finished and %s is saved: nothing to do", training_args.output_dir, final_dir)
         return final_dir
-    trainer.save_model_atomic(final_dir, save_extras=tokenizer.save_pretrained)
-    logger.info("Saved the Stage-2 model and tokenizer to %s (AutoModel.from_pretrained loads it)", final_dir)
+    trainer.save_model_atomic(final_dir, card_arguments=(model_args, teacher_args, data_args),
+                              max_text_length=data_args.max_text_length)
+    logger.info("Saved the Stage-2 model, its UMTProcessor and card to %s (AutoModel / AutoProcessor load it)", final_dir)
     return final_dir
 
 

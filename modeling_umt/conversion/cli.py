@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--text_pooling", choices=("cls", "mean"), help="Stage 2: text pooling (default: cls, official)")
     p.add_argument("--fusion_layer", type=int, help="Stage 2: first cross-attention layer (checked against weights)")
     p.add_argument("--label_file", help="classifier: class names, one per line, or a JSON list / dict")
+    p.add_argument("--tokenizer", help="Stage 2: BERT tokenizer (folder or Hub name; official: bert-base-uncased) "
+                   "saved with the model as a UMTProcessor; without it the folder gets the video processor only")
     p.add_argument("--dtype", choices=("float32", "keep"), default="float32", help="float32 (default) or keep")
     p.add_argument("--model_key", default="auto", help="model | module | model|module | auto (default)")
     p.add_argument("--reverse", action="store_true", help="transformers dir -> official-layout model.pth (our config "
@@ -49,14 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = {name: getattr(args, name) for name in _SETTING_FLAGS}
     try:
         if args.reverse:
-            given = [name for name, value in settings.items() if value is not None]
+            given = [name for name, value in {**settings, "tokenizer": args.tokenizer}.items() if value is not None]
             if given:
                 raise ValueError(f"`--{given[0]}` does not apply to --reverse (the saved config is used).")
             reverse_checkpoint(args.checkpoint, args.output_dir, dtype=args.dtype, model_key=args.model_key,
                                overwrite=args.overwrite)
         else:
             convert_checkpoint(args.checkpoint, args.output_dir, dtype=args.dtype, model_key=args.model_key,
-                               overwrite=args.overwrite, **settings)
+                               overwrite=args.overwrite, tokenizer=args.tokenizer, **settings)
     except ValueError as err:  # ConversionError and the configs' validation errors
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -9,10 +9,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoTokenizer
 
 from processors.fileio import publish_directory, staging_path
 
+from ..publishing import complete_model_folder
 from .base import ConversionError, Family, Settings, preview
 from .families import FAMILIES, detect_family, family_of_model
 from .reading import SAVED_CONFIG_KEY, check_weights, load_official_checkpoint
@@ -182,16 +183,27 @@ def convert_checkpoint(
     model_key: str = "auto",
     overwrite: bool = False,
     log: Callable[[str], None] = print,
+    tokenizer: str | os.PathLike | None = None,
     **flags,
 ) -> Path:
-    """Official `.pth` -> a transformers directory (`config.json` + `model.safetensors`), written atomically.
+    """Official `.pth` -> a transformers directory, written atomically: `config.json` + `model.safetensors`, the
+    model's code (`trust_remote_code`), the processor that fits it and a model card (`publishing.complete_model_folder`).
 
-    flags: the settings of `convert_state_dict`. Nothing is written when the checkpoint is not understood
+    flags: the settings of `convert_state_dict`. tokenizer: a BERT tokenizer (folder or Hub name; the official
+    Stage-2 models use bert-base-uncased) for a video-text model's `UMTProcessor`; without it such a folder gets the
+    video processor only (said in the log). Nothing is written when the checkpoint is not understood
     (ConversionError). Returns the output directory.
     """
     output_dir = _output_for(output_dir, overwrite, dtype)
+    text_tokenizer = None
+    if tokenizer is not None:
+        try:
+            text_tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        except (OSError, ValueError) as err:
+            raise ConversionError(f"`--tokenizer` {str(tokenizer)!r} could not be loaded: {err}") from err
     official, saved = load_official_checkpoint(checkpoint, model_key)
     config, ours = convert_state_dict(official, saved_config=saved, log=log, **flags)
+    _check_tokenizer(config, text_tokenizer, tokenizer, log)
     model, missing, unexpected = build_model(config, ours, dtype=torch.float32 if dtype == "float32" else None)
     log(f"missing keys: {missing if missing else 'none'}")
     log(f"unexpected keys: {unexpected if unexpected else 'none'}")
@@ -199,9 +211,31 @@ def convert_checkpoint(
         raise ConversionError(f"Converted weights do not fit {type(model).__name__}: missing {missing}, "
                               f"unexpected {unexpected}.")
     log(f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()):,} parameters, dtype {model.dtype}")
-    _write_directory(output_dir, overwrite, lambda tmp: model.save_pretrained(tmp))
-    log(f"saved to {output_dir}")
+    origin = f"Converted with `modeling_umt.convert_original_checkpoint` from the official checkpoint " \
+             f"`{Path(checkpoint).name}` (weights unchanged; not re-evaluated here)."
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        complete_model_folder(tmp, model, text_tokenizer, origin=origin)
+
+    _write_directory(output_dir, overwrite, write)
+    log(f"saved to {output_dir} (with its processor and model card)")
     return output_dir
+
+
+def _check_tokenizer(config, tokenizer, name, log: Callable[[str], None]) -> None:
+    """A tokenizer only fits a video-text model, and its vocabulary must be the model's."""
+    text_config = getattr(config, "text_config", None)
+    if text_config is None:
+        if tokenizer is not None:
+            raise ConversionError(f"`--tokenizer` applies to video-text (Stage-2) checkpoints; this is an "
+                                  f"{config.architectures[0]}.")
+        return
+    if tokenizer is None:
+        log("tokenizer: none given (--tokenizer), so the folder gets the video processor only, not UMTProcessor")
+    elif len(tokenizer) != text_config.vocab_size:
+        raise ConversionError(f"`--tokenizer` {str(name)!r} has {len(tokenizer)} tokens but the checkpoint's BERT "
+                              f"has a vocabulary of {text_config.vocab_size}.")
 
 
 def reverse_checkpoint(

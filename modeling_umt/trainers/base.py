@@ -7,12 +7,14 @@ model's output carries, and one `prediction_step`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
+from huggingface_hub import upload_folder
 from torch import nn
 from transformers import Trainer, TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
@@ -22,10 +24,13 @@ from transformers.utils import ModelOutput
 
 from processors.fileio import publish_directory
 
+from ..model_card import update_model_card
+from ..publishing import complete_model_folder
 from .optim import decay_parameter_names
 
 logger = logging.get_logger(__name__)
 
+_TIMING_SUFFIXES = ("_runtime", "_per_second", "total_flos")  # speed, not a property of the model
 PER_LAYER_SUFFIX = "_loss_per_layer"  # a (K,) output field `<name>_loss_per_layer` is logged as `<name>_layer_<i>`
 
 
@@ -94,6 +99,7 @@ class UMTTrainer(Trainer):
     """
 
     _staging_run_dir: str | None = None
+    _final_model_dir: str | None = None  # the folder save_model_atomic published last (pushed by push_to_hub)
     _micro_step = 0
     _micro_step_of = -1
 
@@ -224,24 +230,86 @@ class UMTTrainer(Trainer):
             return state.global_step >= self.args.max_steps
         return state.num_train_epochs == self.args.num_train_epochs and state.global_step >= state.max_steps > 0
 
-    def save_model_atomic(self, output_dir: str, save_extras: Callable[[str], None] | None = None) -> None:
+    def save_model_atomic(
+        self,
+        output_dir: str,
+        save_extras: Callable[[str], None] | None = None,
+        card_arguments: Sequence = (),
+        max_text_length: int | None = None,
+    ) -> None:
         """`save_model` into a hidden sibling folder, then publish it as `output_dir` (replacing an older one).
 
-        `save_extras(folder)` (main process only) adds what belongs beside the model, e.g. its tokenizer or video
-        processor, before the folder is published: the model is never visible without them.
+        The folder gets, before it is published (the model is never visible without them):
+        - the processor that fits the model (`modeling_umt.publishing.fitting_processor`): `processing_class` when it
+          is a processor (a new task passes its own), a `UMTProcessor` for a video-text model given its tokenizer
+          (`max_text_length`: its caption length), else the `UMTVideoProcessor` sized from the model's config;
+        - a model card, README.md (`modeling_umt.model_card`): the recipe (TrainingArguments and
+          `card_arguments`, the script's other argument dataclasses), the steps taken and the metrics measured so
+          far (`all_results.json` of `args.output_dir`); later `save_metrics` calls add theirs to it;
+        - whatever `save_extras(folder)` (main process only) adds.
+        With `args.push_to_hub`, the published folder is then pushed (`push_to_hub`).
         """
         output_dir = os.path.abspath(output_dir)
         tmp = os.path.join(os.path.dirname(output_dir), f".tmp-{os.path.basename(output_dir)}")  # same on every rank
         if self.args.should_save and os.path.isdir(tmp):
             shutil.rmtree(tmp)
         self.accelerator.wait_for_everyone()
-        self.save_model(tmp)
+        self.save_model(tmp, _internal_call=True)  # internal: the Trainer's own push (of output_dir) stays out
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
+            complete_model_folder(
+                tmp, self.accelerator.unwrap_model(self.model), self.processing_class, max_text_length,
+                training_arguments=self.args, script_arguments=card_arguments, steps=self.state.global_step,
+                metrics=self._measured_metrics(),
+            )  # fmt: skip
             if save_extras is not None:
                 save_extras(tmp)
             publish_directory(tmp, output_dir)
+        self._final_model_dir = output_dir
         self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub:
+            self.push_to_hub()
+
+    def _measured_metrics(self) -> dict[str, float]:
+        """The metrics saved so far in `args.output_dir/all_results.json`, without timings (not model properties)."""
+        path = os.path.join(self.args.output_dir, "all_results.json")
+        if not os.path.isfile(path):
+            return {}
+        with open(path) as f:
+            metrics = json.load(f)
+        return {k: v for k, v in metrics.items() if not k.endswith(_TIMING_SUFFIXES)}
+
+    def save_metrics(self, split, metrics, combined=True):
+        """`Trainer.save_metrics`, then the same metrics (timings left out) added to the final model's card when
+        `save_model_atomic` has published it already (an evaluation after the final save)."""
+        super().save_metrics(split, metrics, combined)
+        if self.args.should_save and self._final_model_dir is not None and os.path.isdir(self._final_model_dir):
+            update_model_card(self._final_model_dir,
+                              {k: v for k, v in metrics.items() if not k.endswith(_TIMING_SUFFIXES)})  # fmt: skip
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
+                    revision=None, private=None, **kwargs):  # fmt: skip
+        """Upload the final model folder that `save_model_atomic` published (weights, code, processor, card) to the
+        Hub repo `args.hub_model_id` (default: the name of `args.output_dir`), as its root.
+
+        `Trainer.push_to_hub` would upload `args.output_dir` itself, where the UMT scripts keep checkpoints and
+        runs; the final model lives in its own folder (`<output_dir>/model`). `kwargs` are not used (the card is
+        our own README.md)."""
+        if self._final_model_dir is None:
+            raise ValueError(
+                "push_to_hub uploads the final model folder; call save_model_atomic(<folder>) first (the UMT "
+                "scripts do, with --push_to_hub)"
+            )
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        if not self.is_world_process_zero():
+            return None
+        self._finish_current_push()
+        return upload_folder(
+            repo_id=self.hub_model_id, folder_path=self._final_model_dir, commit_message=commit_message, token=token,
+            run_as_future=not blocking, revision=revision if revision is not None else self.args.hub_revision,
+        )  # fmt: skip
 
 
 def _checkpoint_state(checkpoint: str) -> TrainerState:
