@@ -6,6 +6,7 @@ Importing this package registers the UMT classes with transformers' Auto classes
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_umt import UMT_PRESETS, UMTConfig
 from .configuration_umt_retrieval import UMTRetrievalConfig
@@ -22,6 +23,7 @@ from .modeling_umt import (
     UMTVideoModel,
 )
 from .modeling_umt_retrieval import UMTForVideoTextRetrieval, UMTVideoTextOutput
+from .zero_shot import UMTZeroShotVideoClassificationPipeline
 
 AutoConfig.register("umt", UMTConfig, exist_ok=True)
 AutoModel.register(UMTConfig, UMTVideoModel, exist_ok=True)
@@ -29,6 +31,11 @@ AutoModelForVideoClassification.register(UMTConfig, UMTForVideoClassification, e
 AutoModelForPreTraining.register(UMTConfig, UMTForPreTraining, exist_ok=True)
 AutoConfig.register("umt_retrieval", UMTRetrievalConfig, exist_ok=True)
 AutoModel.register(UMTRetrievalConfig, UMTForVideoTextRetrieval, exist_ok=True)
+
+PIPELINE_REGISTRY.register_pipeline(
+    "zero-shot-video-classification", pipeline_class=UMTZeroShotVideoClassificationPipeline, pt_model=AutoModel,
+    type="multimodal",
+)
 
 # `auto_map` in saved configs, so a saved directory also loads through remote code on the Hub.
 UMTConfig.register_for_auto_class()
@@ -73,4 +80,5 @@ __all__ = [
     "UMTRetrievalConfig",
     "UMTForVideoTextRetrieval",
     "UMTVideoTextOutput",
+    "UMTZeroShotVideoClassificationPipeline",
 ]
