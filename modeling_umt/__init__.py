@@ -1,8 +1,9 @@
 """UMT (Unmasked Teacher) for 🤗 Transformers.
 
 Importing this package registers the UMT classes with transformers' Auto classes
-(`AutoConfig`, `AutoModel`, `AutoModelForVideoClassification`, `AutoVideoProcessor`), so
-`AutoModel.from_pretrained(saved_dir)` returns a `UMTVideoModel`.
+(`AutoConfig`, `AutoModel`, `AutoModelForVideoClassification`, `AutoVideoProcessor`, `AutoProcessor`), so
+`AutoModel.from_pretrained(saved_dir)` returns a `UMTVideoModel`, and the pipeline task
+`zero-shot-video-classification` (`UMTZeroShotVideoClassificationPipeline`).
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
