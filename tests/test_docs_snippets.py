@@ -139,6 +139,7 @@ def _build_workspace(ws: Path) -> None:
     from modeling_umt import UMTRetrievalConfig
     from modeling_umt.configuration_umt_retrieval import STAGE2_VISION_DEFAULTS
     from modeling_umt.conversion.cli import main as convert_main
+    from modeling_umt.publishing import complete_model_folder
     from processors.synthetic import CLASS_NAMES, ensure_synthetic_dataset
     from processors.video_processing_umt import UMTVideoProcessor
 
@@ -162,18 +163,20 @@ def _build_workspace(ws: Path) -> None:
             csv.writer(f).writerows(rows)
 
     labels = dict(enumerate(CLASS_NAMES))
-    # run_stage1.py output: a UMTForPreTraining (8 frames, 64 px as the script's defaults)
-    UMTForPreTraining(_tiny_umt(uta_num_layers=2, uta_output_dim=32)).save_pretrained(ws / "outputs/stage1/model")
+    # run_stage1.py output: a UMTForPreTraining (8 frames, 64 px as the script's defaults) + video processor + card
+    stage1 = UMTForPreTraining(_tiny_umt(uta_num_layers=2, uta_output_dim=32))
+    stage1.save_pretrained(ws / "outputs/stage1/model")
+    complete_model_folder(ws / "outputs/stage1/model", stage1)
     # ... and its Trainer log (what the loss-curve snippets read)
     history = [{"step": s, "loss": 1.0 / s, "uta_layer_1": 1.1 / s, "uta_layer_2": 0.9 / s} for s in range(1, 6)]
     (ws / "outputs/stage1/trainer_state.json").write_text(json.dumps({"log_history": history}))
     # run_finetune.py output: classifier + its video processor
     finetune_dir = ws / "outputs/finetune/model"
-    UMTForVideoClassification(_tiny_umt(num_labels=len(labels), id2label=labels)).save_pretrained(finetune_dir)
-    UMTVideoProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}, num_frames=8).save_pretrained(
-        finetune_dir
-    )
-    # run_stage2.py output: video-text model (4 frames, 64 px as the script's defaults) + BERT tokenizer
+    finetuned = UMTForVideoClassification(_tiny_umt(num_labels=len(labels), id2label=labels))
+    finetuned.save_pretrained(finetune_dir)
+    complete_model_folder(finetune_dir, finetuned, UMTVideoProcessor(
+        size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}, num_frames=8))  # fmt: skip
+    # run_stage2.py output: video-text model (4 frames, 64 px as the script's defaults) + UMTProcessor + card
     vocab = ws / "vocab.txt"
     vocab.write_text("\n".join(_caption_vocabulary()) + "\n")
     tokenizer = BertTokenizer(str(vocab))
@@ -187,8 +190,9 @@ def _build_workspace(ws: Path) -> None:
         mask_token_id=tokenizer.mask_token_id, cls_token_id=tokenizer.cls_token_id,
     )
     stage2_dir = ws / "outputs/stage2/model"
-    UMTForVideoTextRetrieval(config).save_pretrained(stage2_dir)
-    tokenizer.save_pretrained(stage2_dir)
+    stage2 = UMTForVideoTextRetrieval(config)
+    stage2.save_pretrained(stage2_dir)
+    complete_model_folder(stage2_dir, stage2, tokenizer)
     vocab.unlink()
     # An official fine-tuned classifier, converted with the real command line: a tiny classifier of the released
     # layout (8 frames x 224 px, so the .pth has no pos_embed) written in the official key layout, then converted.
