@@ -216,6 +216,7 @@ class UMTTrainer(Trainer):
                     "run zero_to_fp32.py on that checkpoint to recover the weights."
                 )
             self._load_from_checkpoint(checkpoint)
+            self.state = _checkpoint_state(checkpoint)  # the finished run's state (its steps go in the model card)
             return False
         result = self.train(resume_from_checkpoint=checkpoint)
         self.log_metrics("train", result.metrics)
