@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoClassification, UMTFrameLevelClassifier  # noqa: E402
 from modeling_umt.cli import parse_script_arguments, run_script  # noqa: E402
+from modeling_umt.publishing import complete_model_folder  # noqa: E402
 from modeling_umt.trainers import UMTFineTuningTrainer  # noqa: E402
 from processors.datasets import load_video_records  # noqa: E402
 from processors.synthetic import CLASS_NAMES, ensure_synthetic_dataset  # noqa: E402
@@ -117,7 +118,10 @@ def random_init(args: EvidenceArguments, stage1_dir: str, out: Path) -> str:
     model_dir = out / "random_init"
     if not (model_dir / "config.json").is_file():
         torch.manual_seed(args.seed)
-        UMTForPreTraining(UMTConfig.from_pretrained(stage1_dir)).save_pretrained(model_dir)
+        model = UMTForPreTraining(UMTConfig.from_pretrained(stage1_dir))
+        model.save_pretrained(model_dir)
+        complete_model_folder(model_dir, model, origin=f"Random weights of the Stage-1 config of {stage1_dir} "
+                              f"(seed {args.seed}): the untrained start of the evidence experiment's model (b).")
     return str(model_dir)
 
 
