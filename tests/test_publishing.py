@@ -2,6 +2,7 @@
 seam (`UMTTrainer.save_model_atomic`) and from the converter; `push_to_hub` uploads that folder."""
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,3 +186,33 @@ def test_converter_refuses_a_tokenizer_that_does_not_fit(tmp_path, capsys):
                          "--num_attention_heads", str(HEADS), "--tokenizer", str(tmp_path / "nowhere")])  # fmt: skip
     assert code == 1 and "could not be loaded" in capsys.readouterr().err
     assert not Path(tmp_path / "hf").exists()
+
+
+@needs_minilm
+def test_retrieval_fine_tuning_folder_has_processor_and_its_measured_recalls(tmp_path, monkeypatch):
+    """run_retrieval.py --do_train: the fine-tuned folder gets a UMTProcessor, and its card the recalls measured
+    after the save."""
+    import importlib.util
+
+    monkeypatch.setenv("UMT_CACHE_DIR", str(tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location("run_retrieval", Path(__file__).parents[1] / "training_scripts" /
+                                                  "run_retrieval.py")  # fmt: skip
+    run_retrieval = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "run_retrieval", run_retrieval)  # its dataclasses look their module up
+    spec.loader.exec_module(run_retrieval)
+    tokenizer = BertTokenizer.from_pretrained(MINILM)
+    model = UMTForVideoTextRetrieval(tiny_config(text_config=tiny_text_config(vocab_size=tokenizer.vocab_size)))
+    model.save_pretrained(tmp_path / "stage2")
+    tokenizer.save_pretrained(tmp_path / "stage2")
+    results = run_retrieval.main([
+        "--model_name_or_path", str(tmp_path / "stage2"), "--output_dir", str(tmp_path / "out"), "--do_train",
+        "--max_steps", "1", "--per_device_train_batch_size", "2", "--synthetic_num_videos", "20",
+        "--synthetic_size", "32", "--limit", "4", "--use_cpu", "--dataloader_num_workers", "0",
+    ])  # fmt: skip
+    final = tmp_path / "out" / "model"
+    processor = AutoProcessor.from_pretrained(final)
+    assert type(processor) is UMTProcessor and processor.max_text_length == 16  # the script's --max_text_length
+    metrics = read_card_metrics(final)
+    assert metrics["retrieval/itc/t2v_r1"] == pytest.approx(results["itc"]["t2v_r1"])
+    assert metrics["retrieval/itc+itm/r_mean"] == pytest.approx(results["itc+itm"]["r_mean"])
+    assert "| max_steps | 1 |" in (final / "README.md").read_text()
