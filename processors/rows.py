@@ -148,13 +148,15 @@ class RowCheck:
         count = 0
         while count in present:
             count += 1
-        if count == 0:
+        if count == 0 and ids:
             raise ValueError(
-                f"{source}: the 'label' column holds class ids but none is 0 (smallest {min(ids) if ids else None}); "
+                f"{source}: the 'label' column holds class ids but none is 0 (smallest {min(ids)}); "
                 f"ids count from 0 -- renumber them or pass --label_map"
             )
         beyond = sorted(i for i in present if i >= count)
         self._set_names([f"LABEL_{i}" for i in range(count)], named=False)
+        if not ids:
+            return  # every label is empty: every row is skipped, and `apply` says none is usable
         logger.info("Inferred %d classes (ids 0..%d) from the 'label' column of %s%s", count, count - 1, source,
                     f"; ids {beyond[:5]} lie beyond a gap and are bad rows (pass --label_map if they are real)"
                     if beyond else "")
@@ -214,6 +216,8 @@ class RowCheck:
             records = records.select(keep)
         if self.label and not isinstance(feature, datasets.ClassLabel):
             records = records.remove_columns("label").add_column("label", labels)
+        if self.caption and records.features["caption"] != datasets.Value("string"):
+            records = records.cast_column("caption", datasets.Value("string"))  # a number caption is its text
         return records.remove_columns(drop) if drop else records
 
     def _apply_streaming(self, records: datasets.IterableDataset, source: str, drop: list[str]) -> Records:
