@@ -16,6 +16,7 @@ import glob
 import json
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -258,7 +259,7 @@ def records_from_files(
     captions = []
     for file in files:
         sidecar = os.path.splitext(file)[0] + ".txt"
-        captions.append(open(sidecar, encoding="utf-8").read().strip() if os.path.isfile(sidecar) else None)
+        captions.append(Path(sidecar).read_text(encoding="utf-8").strip() if os.path.isfile(sidecar) else None)
     columns: dict[str, list] = {"video": files}
     if any(caption is not None for caption in captions):
         columns["caption"] = captions
