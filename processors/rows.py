@@ -183,8 +183,12 @@ class RowCheck:
         self._check_columns(names, source)
         unused = [c for c, used in (("label", self.label), ("caption", self.caption)) if c in names and not used]
         feature = (records.features or {}).get("label") if self.label else None
-        if self.label and self.label_names is None and isinstance(feature, datasets.ClassLabel):
-            self.label_names = list(feature.names)
+        folder_names = None  # a ClassLabel's own names, when a given label map must renumber them
+        if self.label and isinstance(feature, datasets.ClassLabel):
+            if self.label_names is None:
+                self.label_names = list(feature.names)
+            elif list(feature.names) != self.label_names:
+                folder_names, feature = list(feature.names), None  # ids by name through the label map
         if self.label and self.label_names is not None:
             self._set_names(self.label_names, named=True)
         drop = unused + ([ROW_COLUMN] if ROW_COLUMN in names else [])
@@ -198,6 +202,8 @@ class RowCheck:
         if "video" in columns and not isinstance(records.features.get("video"), datasets.Value):
             columns.remove("video")  # bytes / struct columns (webdataset) are not read here; the decoder checks them
         table = {c: records[c] for c in columns}
+        if folder_names is not None:
+            table["label"] = [None if v is None else folder_names[v] for v in table["label"]]
         keep, labels = [], []
         for i in range(len(records)):
             row = {c: table[c][i] for c in columns}

@@ -263,3 +263,16 @@ def test_summary_line_adds_row_skips_and_decode_failures():
     with pytest.raises(ValueError, match="reason must be one of"):
         stats.record_row_skip("bad vibes", "t.csv, row 1")
     assert np.isclose(stats.num_rows_skipped, 1)
+
+
+def test_class_folders_follow_a_given_label_map_by_name(tmp_path, clips):
+    root = tmp_path / "classes"
+    for name, clip in zip(("b_cls", "a_cls"), clips):
+        (root / name).mkdir(parents=True)
+        os.symlink(clip, root / name / clip.name)
+    stats = DecodeStats()
+    records = load_video_records(root, check=RowCheck(label=True, label_names=["b_cls", "z_cls", "a_cls"],
+                                                      stats=stats))
+    assert list(records["label"]) == [2, 0]  # a_cls (folder id 0) is class 2 of the map, b_cls class 0
+    unknown = load_video_records(root, check=RowCheck(label=True, label_names=["a_cls"], stats=stats))
+    assert list(unknown["label"]) == [0] and stats.skipped_by_reason() == {"unknown class name": 1}
