@@ -5,11 +5,13 @@ JSON/YAML file, building the frozen teacher, finding the training data, and runn
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
 import sys
 import time
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,9 @@ import torch
 import transformers
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
-from processors.datasets import load_video_records
+from processors.datasets import load_video_records, table_columns
+from processors.decoding import DecodeStats
+from processors.rows import RowCheck
 from processors.synthetic import ensure_synthetic_dataset
 
 from .configuration_umt import UMTConfig
@@ -30,13 +34,41 @@ logger = logging.getLogger(__name__)
 _TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".json")  # sources whose rows carry a `split` column
 
 
+def script_parser(dataclass_types: tuple) -> HfArgumentParser:
+    """The `HfArgumentParser` of a script, with an honest `--help`:
+
+    * every option shows its default, also a `TrainingArguments` field a script re-declares without help (it gets
+      transformers' help text), and each default a script changes from `TrainingArguments` says so;
+    * one boolean style: every boolean (also an optional one, None meaning "automatic") is a switch, `--flag` alone
+      meaning True and `--flag False` still accepted, with `--no_flag` where the default is True.
+    """
+    parser = HfArgumentParser(dataclass_types)
+    base = {f.name: f for f in dataclasses.fields(TrainingArguments)}
+    declared = {f.name: f for dtype in dataclass_types for f in dataclasses.fields(dtype)}
+    for action in parser._actions:
+        field_ = declared.get(action.dest)
+        if field_ is None or not action.option_strings or action.option_strings[0].startswith("--no_"):
+            continue
+        help_text = action.help or base.get(action.dest, field_).metadata.get("help", "") or action.dest
+        if action.dest in base and any(issubclass(dtype, TrainingArguments) for dtype in dataclass_types):
+            original = base[action.dest].default
+            if original is dataclasses.MISSING and base[action.dest].default_factory is not dataclasses.MISSING:
+                original = base[action.dest].default_factory()
+            if action.default != original:
+                help_text += f" [this script's default; transformers' is {original!r}]"
+        action.help = help_text.replace("%", "%%") if "%(default)" not in help_text else help_text
+        if field_.type in (bool | None, "bool | None", typing.Optional[bool], "Optional[bool]") and action.nargs is None:
+            action.nargs, action.const = "?", True  # a switch like every other boolean
+    return parser
+
+
 def parse_script_arguments(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
-    """Parse `argv` (default: sys.argv[1:]) into instances of `dataclass_types`, in order.
+    """Parse `argv` (default: sys.argv[1:]) into instances of `dataclass_types`, in order (`script_parser`).
 
     A single `.json` / `.yaml` / `.yml` argument is read as a file holding every argument. Also configures logging
     and, when the last dataclass is a `TrainingArguments`, seeds everything with its `seed`.
     """
-    parser = HfArgumentParser(dataclass_types)
+    parser = script_parser(dataclass_types)
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         path = os.path.abspath(argv[0])
@@ -147,14 +179,20 @@ class VideoDataArguments(SyntheticDataArguments):
     train_data: str | None = field(
         default=None,
         metadata={
-            "help": "CSV/JSONL table, class-folder directory, webdataset .tar shards (file, glob or dir) or a Hub "
-            "dataset id; default: the built-in synthetic videos."
+            "help": "CSV/JSONL table (a 'split' column is optional), a folder of class sub-folders or of videos, a "
+            "glob of videos ('clips/*.mp4'), webdataset .tar shards (file, glob or dir) or a Hub dataset id; "
+            "default: the built-in synthetic videos."
         },
     )
     streaming: bool = field(default=False, metadata={"help": "Stream the training data (needs --max_steps)."})
     num_frames: int = field(default=8, metadata={"help": "Frames per clip (official 8)."})
     image_size: int = field(default=64, metadata={"help": "Crop size (official 224)."})
     max_bad_fraction: float = field(default=0.2, metadata={"help": "Stop when more clips than this fail to decode."})
+    strict_data: bool = field(
+        default=False,
+        metadata={"help": "Stop at the first bad table row (naming its row and column) instead of skipping and "
+                  "counting it."},
+    )
 
     def check_streaming(self, training_args: TrainingArguments) -> None:
         """A stream has no length: training on one needs a step budget."""
@@ -170,13 +208,36 @@ class VideoDataArguments(SyntheticDataArguments):
         return str(root / "metadata.csv"), root
 
 
-def load_split_records(source: str, kind: str | None, split: str | None, streaming: bool = False):
-    """`load_video_records(source)` restricted to `split` where the source has splits: tables (by their `split`
-    column) and Hub datasets; folders and webdataset shards have none, so `split` is not applied to them."""
-    kwargs: dict = {"streaming": streaming}
-    if split and (kind in ("table", "hub") or str(source).endswith(_TABLE_EXTENSIONS)):
+def is_table(source: str, kind: str | None = None) -> bool:
+    """Whether `source` is read as a CSV / JSONL table (`kind` "table", or inferred from its extension)."""
+    return kind == "table" or (kind is None and str(source).lower().endswith(_TABLE_EXTENSIONS))
+
+
+def has_split_column(source: str, kind: str | None = None) -> bool:
+    """Whether `source` is a table with a `split` column (only such tables are split by `load_split_records`)."""
+    return is_table(source, kind) and os.path.isfile(source) and "split" in table_columns(source)
+
+
+def load_split_records(source: str, kind: str | None, split: str | None, streaming: bool = False,
+                       check: RowCheck | None = None):
+    """`load_video_records(source)` restricted to `split` where the source has splits: tables with a `split` column
+    and Hub datasets. A table without that column is used whole (every row trains; no `--split ""` needed);
+    folders, video globs and webdataset shards have no splits. `check` validates every row as it is built."""
+    kwargs: dict = {"streaming": streaming, "check": check}
+    if split and (kind == "hub" or has_split_column(source, kind)):
         kwargs["split"] = split
+    elif split and is_table(source, kind) and os.path.isfile(source):
+        logger.info("%s has no 'split' column: every row is used (split %r not applied)", source, split)
     return load_video_records(source, kind=kind, **kwargs)
+
+
+def report_data(stats: DecodeStats, training_args: TrainingArguments | None = None) -> str:
+    """Print the one line every script ends with, "decoded N, skipped M (reason: count, ...)"; returns it."""
+    line = stats.summary()
+    if training_args is not None and training_args.world_size > 1:
+        line = f"process {training_args.process_index}: {line}"
+    print(line, flush=True)
+    return line
 
 
 # ---- training arguments ----------------------------------------------------------------------------------------------
@@ -223,8 +284,12 @@ __all__ = [
     "TeacherArguments",
     "VideoDataArguments",
     "check_teacher_grid",
+    "has_split_column",
+    "is_table",
     "load_split_records",
     "parse_script_arguments",
+    "report_data",
     "run_script",
     "scale_learning_rate_by_batch",
+    "script_parser",
 ]

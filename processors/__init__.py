@@ -1,7 +1,7 @@
 """Everything between a video file and a `pixel_values` tensor, in the order a sample flows: sources (`datasets`,
 `video_text`) -> frame-index rules (`sampling`) -> decoding (`video_io`, `decoding`) -> transforms (`transforms`,
 `finetune_transforms`; the evaluation one shared with the transformers video processor `video_processing_umt`) ->
-batching (`collate`). Also: label files (`labels`), atomic writes (`fileio`), the synthetic dataset (`synthetic`),
+batching (`collate`); table rows are validated when a dataset is built (`rows`). Also: label files (`labels`), atomic writes (`fileio`), the synthetic dataset (`synthetic`),
 batch mixing for fine-tuning (`mixing`) and loaders that interleave other loaders (`loaders`).
 
 The public names below are imported lazily on first use: `python -m processors.synthetic` and DataLoader
@@ -56,6 +56,7 @@ _EXPORTS = {
     ),
     "decoding": (
         "DecodeStats",
+        "ROW_SKIP_REASONS",
         "ImageClipDecoder",
         "MultiViewClipDecoder",
         "PreloadedVideoClips",
@@ -66,11 +67,14 @@ _EXPORTS = {
     "collate": ("VideoCollator",),
     "datasets": (
         "load_video_records",
+        "records_from_files",
         "records_from_folder",
         "records_from_hub",
         "records_from_table",
         "records_from_webdataset",
+        "table_columns",
     ),
+    "rows": ("BadRowError", "RowCheck"),
     "video_text": (
         "RetrievalAnnotations",
         "VideoTextCollator",

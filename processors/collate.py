@@ -45,19 +45,31 @@ class VideoCollator:
     `pixel_values` is None (a failed `VideoClipDecoder.__call__` used directly) are dropped; `decode_videos`
     datasets never produce them.
 
+    Args:
+        names: sample key -> batch key.
+        required: sample keys every sample must carry (e.g. ("label",) for fine-tuning), so a batch whose samples
+            all lack one is an error, never a batch without it.
+
     Raises:
         VideoDecodeError: every sample of the batch had failed to decode.
-        ValueError: some samples of the batch have a key that others lack (the message names the key).
+        ValueError: some samples of the batch have a key that others lack, or a `required` key is missing (the
+            message names the key).
     """
 
-    def __init__(self, names: Mapping[str, str] | None = None):
+    def __init__(self, names: Mapping[str, str] | None = None, required: Sequence[str] = ()):
         self.names = dict(BATCH_NAMES if names is None else names)
+        self.required = tuple(required)
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, Any]:
         good = [example for example in examples if example.get("pixel_values") is not None]
         if not good:
             raise VideoDecodeError(f"<batch of {len(examples)}>", "every clip of this batch failed to decode")
         keys = list(dict.fromkeys(key for example in good for key in example))  # first-seen order, whole batch
+        for key in self.required:
+            missing = [i for i, example in enumerate(good) if example.get(key) is None]
+            if missing:
+                raise ValueError(f"key {key!r} is required but missing (or None) in samples {missing[:5]} of this "
+                                 f"batch of {len(good)}")
         batch: dict[str, Any] = {}
         for key in keys:
             missing = [i for i, example in enumerate(good) if example.get(key) is None]

@@ -11,23 +11,30 @@ the one decoding pipeline (sampling, decoding, transforms; broken samples skippe
 
 from __future__ import annotations
 
+import csv
 import glob
+import json
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import pyarrow.compute
 
 from .decoding import Records
+from .rows import ROW_COLUMN, RowCheck
 
 __all__ = [
     "VIDEO_EXTENSIONS",
     "load_video_records",
+    "records_from_files",
     "records_from_folder",
     "records_from_hub",
     "records_from_table",
     "records_from_webdataset",
+    "table_columns",
 ]
 
 VIDEO_EXTENSIONS = ("mp4", "avi", "webm", "mkv", "mov", "m4v", "mpg", "mpeg", "flv", "wmv", "gif")
@@ -161,6 +168,7 @@ def records_from_table(
     delimiter: str | None = None,
     split_column: str = "split",
     cache_dir: str | None = None,
+    check: RowCheck | None = None,
 ) -> Records:
     """Records from a CSV (.csv / .tsv / .txt) or JSON Lines (.jsonl / .json) table of videos.
 
@@ -175,6 +183,8 @@ def records_from_table(
             `path label` lists (with delimiter=" ").
         delimiter: CSV separator; default "," (tab for .tsv).
         cache_dir: where datasets writes its Arrow cache (map-style only).
+        check: validate every row now (`processors.rows.RowCheck`); bad rows are skipped and counted under their
+            row number in the whole file (1 = the first row after a CSV header), or stop the build when strict.
     Returns:
         Dataset (or IterableDataset when streaming) with columns video, [label], [caption].
     """
@@ -195,25 +205,90 @@ def records_from_table(
         )
     else:
         raise ValueError(f"path {path!r} has extension {extension!r}; expected .csv, .tsv, .txt, .jsonl or .json")
+    numbered = check is not None and isinstance(records, datasets.Dataset)
+    if numbered:  # row numbers of the whole file, before the split is filtered
+        records = records.add_column(ROW_COLUMN, np.arange(1, len(records) + 1, dtype=np.int64))
     records = _filter_split(records, split, split_column)
     base_dir = os.path.dirname(os.path.abspath(path))
-    return _canonical(records, video_column, label_column, caption_column, _resolver(base_dir), extra_columns)
+    extra = (*extra_columns, ROW_COLUMN) if numbered else extra_columns
+    records = _canonical(records, video_column, label_column, caption_column, _resolver(base_dir), extra)
+    return records if check is None else check.apply(records, path)
+
+
+def table_columns(path: str | os.PathLike) -> list[str]:
+    """The column names of a CSV / TSV (its header) or JSON Lines table (its first row's keys), read cheaply."""
+    path = os.fspath(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        if path.lower().endswith((".jsonl", ".json")):
+            first = next((line for line in handle if line.strip()), "")
+            try:
+                row = json.loads(first) if first else {}
+            except json.JSONDecodeError:
+                return []  # a JSON document, not JSON Lines: datasets reads it; no cheap look
+            return list(row) if isinstance(row, dict) else []
+        delimiter = "\t" if path.lower().endswith(".tsv") else ","
+        return next(csv.reader(handle, delimiter=delimiter), [])
+
+
+def _is_video(name: str, extensions: Sequence[str]) -> bool:
+    return name.lower().endswith(tuple(f".{ext.lower().lstrip('.')}" for ext in extensions))
+
+
+def records_from_files(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], streaming: bool = False,
+    extensions: Sequence[str] = VIDEO_EXTENSIONS,
+) -> Records:
+    """Records from video files without labels: a glob ("clips/*.mp4") or a list of paths (Stage 1; Stage 2 with
+    captions).
+
+    A caption file beside a video, with its name and a .txt extension (clip1.mp4 -> clip1.txt), gives its `caption`
+    (stripped); the column is there when any video has one, None for the others (a `RowCheck(caption=True)` then
+    skips and counts them). Files without a video extension are left out.
+
+    Returns:
+        Dataset (or IterableDataset when streaming) with columns video (absolute path) [, caption], sorted by path.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        pattern = os.fspath(paths)
+        paths = glob.glob(pattern)
+        if not paths:
+            raise ValueError(f"paths {pattern!r} match no files; expected a glob of videos such as 'clips/*.mp4'")
+    files = sorted(os.path.abspath(os.fspath(p)) for p in paths if _is_video(os.fspath(p), extensions))
+    if not files:
+        raise ValueError(f"no video files ({', '.join(extensions)}) among the {len(paths)} paths given")
+    captions = []
+    for file in files:
+        sidecar = os.path.splitext(file)[0] + ".txt"
+        captions.append(Path(sidecar).read_text(encoding="utf-8").strip() if os.path.isfile(sidecar) else None)
+    columns: dict[str, list] = {"video": files}
+    if any(caption is not None for caption in captions):
+        columns["caption"] = captions
+    records = datasets.Dataset.from_dict(columns)
+    return records.to_iterable_dataset() if streaming else records
 
 
 def records_from_folder(
     root: str | os.PathLike, streaming: bool = False, extensions: Sequence[str] = VIDEO_EXTENSIONS
 ) -> Records:
-    """Records from a folder with one sub-folder of videos per class: root/<class name>/<video>.
+    """Records from a folder with one sub-folder of videos per class, root/<class name>/<video>, or from a flat
+    folder of videos, root/<video> (no labels: Stages 1 and 2; see `records_from_files` for captions).
 
     Classes are the sorted sub-folder names; `label` is a `ClassLabel` whose `.names` give id -> name.
 
     Returns:
-        Dataset (or IterableDataset when streaming) with columns video (absolute path), label.
+        Dataset (or IterableDataset when streaming) with columns video (absolute path), label; for a flat folder,
+        those of `records_from_files`.
     """
     root = os.path.abspath(os.fspath(root))
     if not os.path.isdir(root):
-        raise ValueError(f"root {root!r} is not a directory; expected root/<class>/<video files>")
+        raise ValueError(f"root {root!r} is not a directory; expected root/<class>/<video files> or root/<videos>")
+    flat = [entry.path for entry in os.scandir(root) if entry.is_file() and _is_video(entry.name, extensions)]
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    if flat:
+        if any(_is_video(f, extensions) for name in classes for f in os.listdir(os.path.join(root, name))):
+            raise ValueError(f"root {root!r} holds videos both directly and in sub-folders; use either class "
+                             f"sub-folders (root/<class>/<video>) or one flat folder of videos")
+        return records_from_files(flat, streaming=streaming, extensions=extensions)
     suffixes = tuple(f".{ext.lower().lstrip('.')}" for ext in extensions)
     paths, labels = [], []
     for label, name in enumerate(classes):
@@ -222,7 +297,8 @@ def records_from_folder(
                 paths.append(os.path.join(root, name, file))
                 labels.append(label)
     if not paths:
-        raise ValueError(f"root {root!r} holds no video files ({', '.join(extensions)}) in class sub-folders")
+        raise ValueError(f"root {root!r} holds no video files ({', '.join(extensions)}), neither directly nor in "
+                         f"class sub-folders")
     features = datasets.Features({"video": datasets.Value("string"), "label": datasets.ClassLabel(names=classes)})
     records = datasets.Dataset.from_dict({"video": paths, "label": labels}, features=features)
     return records.to_iterable_dataset() if streaming else records
@@ -294,14 +370,17 @@ def records_from_hub(
     )
 
 
-def load_video_records(source: str | os.PathLike | Sequence[str], kind: str | None = None, **kwargs: Any) -> Records:
+def load_video_records(
+    source: str | os.PathLike | Sequence[str], kind: str | None = None, check: RowCheck | None = None, **kwargs: Any
+) -> Records:
     """Records from any supported source; `kind` is inferred when None.
 
-    kind: "table" (a .csv / .tsv / .txt / .jsonl / .json file), "folder" (a directory of class sub-folders),
-    "webdataset" (a .tar, a glob of .tar files, a list of them, or a directory holding .tar shards) or "hub" (a
-    dataset id). `kwargs` go to the matching `records_from_*` function.
+    kind: "table" (a .csv / .tsv / .txt / .jsonl / .json file), "folder" (a directory of class sub-folders, or of
+    videos), "files" (a glob of video files such as "clips/*.mp4"), "webdataset" (a .tar, a glob of .tar files, a
+    list of them, or a directory holding .tar shards) or "hub" (a dataset id). `check` validates every row
+    (`processors.rows.RowCheck`); `kwargs` go to the matching `records_from_*` function.
     """
-    kinds = ("table", "folder", "webdataset", "hub")
+    kinds = ("table", "folder", "files", "webdataset", "hub")
     if kind is None:
         if not isinstance(source, (str, os.PathLike)):
             kind = "webdataset"
@@ -312,17 +391,17 @@ def load_video_records(source: str | os.PathLike | Sequence[str], kind: str | No
             elif os.path.isdir(path):
                 kind = "webdataset" if glob.glob(os.path.join(path, "*.tar")) else "folder"
             elif glob.glob(path):
-                kind = "webdataset"
+                matches = glob.glob(path)
+                kind = "files" if all(_is_video(m, VIDEO_EXTENSIONS) for m in matches) else "webdataset"
             else:
                 kind = "hub"
     if kind == "webdataset" and isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
         source = os.path.join(os.fspath(source), "*.tar")
     if kind == "table":
-        return records_from_table(source, **kwargs)
-    if kind == "folder":
-        return records_from_folder(source, **kwargs)
-    if kind == "webdataset":
-        return records_from_webdataset(source, **kwargs)
-    if kind == "hub":
-        return records_from_hub(os.fspath(source), **kwargs)
-    raise ValueError(f"kind must be one of {kinds} or None, got {kind!r}")
+        return records_from_table(source, check=check, **kwargs)
+    builders = {"folder": records_from_folder, "files": records_from_files, "webdataset": records_from_webdataset,
+                "hub": lambda name, **kw: records_from_hub(os.fspath(name), **kw)}
+    if kind not in builders:
+        raise ValueError(f"kind must be one of {kinds} or None, got {kind!r}")
+    records = builders[kind](source, **kwargs)
+    return records if check is None else check.apply(records, os.fspath(source) if kind != "webdataset" else source)

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "INDEX_COLUMN",
+    "ROW_SKIP_REASONS",
     "DecodeStats",
     "ImageClipDecoder",
     "MultiViewClipDecoder",
@@ -50,6 +51,11 @@ _NOT_PASSED = ("video", INDEX_COLUMN)  # record keys the decoder consumes; every
 
 Records = Union[datasets.Dataset, datasets.IterableDataset]
 
+# Why a table row is skipped before decoding (`processors.rows.RowCheck`), counted beside decode failures.
+ROW_SKIP_REASONS = ("missing video", "missing caption", "missing label", "label not an integer", "label out of range",
+                    "unknown class name")
+DECODE_FAILED = "video failed to decode"
+
 
 class TooManyDecodeFailures(RuntimeError):
     """More than the allowed fraction of samples failed to decode: the data is mostly broken."""
@@ -59,7 +65,9 @@ class DecodeStats:
     """Decoded / skipped counters shared by the main process and every DataLoader worker.
 
     Each process writes only its own row of a shared-memory tensor (row 0: the main process, row 1 + id: a
-    worker), so no lock is needed and the counts survive fork and spawn alike; totals sum the rows.
+    worker), so no lock is needed and the counts survive fork and spawn alike; totals sum the rows. Besides decode
+    failures it counts table rows skipped before decoding, by reason (`ROW_SKIP_REASONS`, `record_row_skip`);
+    `summary()` is the one line every script ends with: "decoded N, skipped M (reason: count, ...)".
 
     Args:
         max_bad_fraction: raise `TooManyDecodeFailures` when skipped / attempted exceeds this...
@@ -75,7 +83,8 @@ class DecodeStats:
             raise ValueError(f"min_samples must be >= 1, got {min_samples}")
         self.max_bad_fraction = max_bad_fraction
         self.min_samples = min_samples
-        self._counts = torch.zeros(self.MAX_PROCESSES, 2, dtype=torch.int64).share_memory_()  # [decoded, skipped]
+        # [decoded, skipped (decode failures), served by a substitute, one column per ROW_SKIP_REASONS entry]
+        self._counts = torch.zeros(self.MAX_PROCESSES, 3 + len(ROW_SKIP_REASONS), dtype=torch.int64).share_memory_()
 
     @staticmethod
     def _row() -> int:
@@ -92,6 +101,40 @@ class DecodeStats:
         """Samples skipped so far because their video failed to decode, all processes together."""
         return int(self._counts[:, 1].sum())
 
+    @property
+    def num_rows_skipped(self) -> int:
+        """Table rows skipped before decoding (bad label, missing caption, ...), all processes together."""
+        return int(self._counts[:, 3:].sum())
+
+    def skipped_by_reason(self) -> dict[str, int]:
+        """{reason: count} of every skip so far (decode failures under "video failed to decode"), zeros left out."""
+        counts = self._counts.sum(0).tolist()
+        pairs = [(DECODE_FAILED, counts[1]), *zip(ROW_SKIP_REASONS, counts[3:])]
+        return {reason: int(count) for reason, count in pairs if count}
+
+    def summary(self) -> str:
+        """One line: "decoded N, skipped M (reason: count, ...)"."""
+        reasons = self.skipped_by_reason()
+        detail = f" ({', '.join(f'{reason}: {count}' for reason, count in reasons.items())})" if reasons else ""
+        return f"decoded {self.num_decoded}, skipped {sum(reasons.values())}{detail}"
+
+    def record_row_skip(self, reason: str, message: str, log: bool = True) -> None:
+        """Count one table row skipped before decoding for `reason` (one of `ROW_SKIP_REASONS`); log `message`."""
+        if reason not in ROW_SKIP_REASONS:
+            raise ValueError(f"reason must be one of {ROW_SKIP_REASONS}, got {reason!r}")
+        self._counts[self._row(), 3 + ROW_SKIP_REASONS.index(reason)] += 1
+        if log:
+            logger.warning("skipped a row: %s", message)
+
+    def record_substitute(self) -> None:
+        """A skipped sample was served by a random substitute (map-style datasets): the substitute is counted as
+        decoded, and is left out of the attempts the bad fraction is measured on."""
+        self._counts[self._row(), 2] += 1
+
+    def record_substitute_failure(self, error: Exception) -> None:
+        """A random substitute for an already skipped row failed too: logged, not counted as another skip."""
+        logger.warning("a substitute sample failed to decode too (not counted as another skip): %s", error)
+
     def reset(self) -> None:
         """Zero the counters (e.g. between an evaluation and the next)."""
         self._counts.zero_()
@@ -106,7 +149,8 @@ class DecodeStats:
         `error` (usually a VideoDecodeError) should name the source; it is logged as is.
         """
         self._counts[self._row(), 1] += 1
-        skipped, attempted = self.num_skipped, self.num_decoded + self.num_skipped
+        skipped = self.num_skipped
+        attempted = self.num_decoded + skipped - int(self._counts[:, 2].sum())  # samples asked for
         logger.warning("skipped a sample: %s (%d of %d samples skipped so far)", error, skipped, attempted)
         if attempted >= self.min_samples and skipped / attempted > self.max_bad_fraction:
             raise TooManyDecodeFailures(
@@ -115,7 +159,7 @@ class DecodeStats:
             )
 
     def __repr__(self) -> str:
-        return f"DecodeStats(decoded={self.num_decoded}, skipped={self.num_skipped})"
+        return f"DecodeStats({self.summary()})"
 
 
 class VideoClipDecoder:
@@ -296,7 +340,8 @@ class _DecodeOrSubstitute:
     """`with_transform` function of a map-style dataset: decode each row; replace a broken one by a random other.
 
     Replacing, as the official loaders do, keeps indexing total and batches full, so `len()` and epoch-based
-    schedules stay valid. Every failure is counted (and can stop the run) in the decoder's `DecodeStats`.
+    schedules stay valid. The asked-for row that fails is counted (and can stop the run) in the decoder's
+    `DecodeStats`; a substitute that fails too is logged but not counted again, so skips count broken rows served.
     """
 
     MAX_CONSECUTIVE_FAILURES = 100
@@ -311,15 +356,20 @@ class _DecodeOrSubstitute:
 
     def _decode(self, row: dict) -> dict:
         generator = self.decoder.generator_for(row.get(INDEX_COLUMN))
-        for _ in range(self.MAX_CONSECUTIVE_FAILURES):
+        for attempt in range(self.MAX_CONSECUTIVE_FAILURES):
             try:
                 sample = self.decoder.decode_sample(row, generator)
             except VideoDecodeError as error:
-                self.decoder.stats.record_failure(error)
+                if attempt == 0:
+                    self.decoder.stats.record_failure(error)
+                else:
+                    self.decoder.stats.record_substitute_failure(error)
                 # Without a seed: torch's global generator, seeded per DataLoader worker and by transformers.set_seed.
                 row = self.records[int(torch.randint(len(self.records), (1,), generator=generator).item())]
                 continue
             self.decoder.stats.record_success()
+            if attempt:
+                self.decoder.stats.record_substitute()
             return sample
         raise TooManyDecodeFailures(
             f"{self.MAX_CONSECUTIVE_FAILURES} videos in a row failed to decode; the data looks broken "

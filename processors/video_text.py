@@ -45,6 +45,13 @@ __all__ = [
 _STRIP = re.compile(r"[,.'!?\"()*#:;~]")
 
 
+def _caption(value: Any) -> str | None:
+    """A caption cell as text; None for a missing one (never the word "None"; `RowCheck(caption=True)` skips it)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return str(value)
+
+
 def pre_text(text: str, max_words: int | None = None) -> str:
     """Official caption cleaning (`dataset/utils.py:pre_text`): lowercase; drop `,.'!?"()*#:;~`; `-` and `/` become
     spaces; `<person>` becomes `person`; whitespace collapsed; optionally cut to `max_words` words."""
@@ -109,7 +116,7 @@ def records_from_webvid(
             video = url_template.format(**{k: row.get(k) for k in ("videoid", "page_dir", "contentUrl")})
         else:
             video = row["contentUrl"]
-        return {"video": video, "caption": str(row["name"]), "id": index}
+        return {"video": video, "caption": _caption(row["name"]), "id": index}
 
     return records.map(to_canonical, with_indices=True, remove_columns=names)
 
@@ -155,7 +162,7 @@ def records_from_image_text(
         value = row[image]
         if isinstance(value, str) and base is not None and not value.startswith(("http://", "https://")):
             value = value if os.path.isabs(value) else os.path.join(base, value)
-        return {"video": value, "caption": str(row[caption]), "id": index}
+        return {"video": value, "caption": _caption(row[caption]), "id": index}
 
     return records.map(to_canonical, with_indices=True, remove_columns=names)
 
@@ -242,6 +249,9 @@ def load_retrieval_annotations(
             videos.append(video)
         captions = row[caption_column] if isinstance(row[caption_column], list) else [row[caption_column]]
         for caption in captions:
+            if _caption(caption) is None or not str(caption).strip():
+                raise ValueError(f"path {path!r}, row {rows.index(row) + 1}: the {caption_column!r} of video "
+                                 f"{row[video_column]!r} is empty ({caption!r}); every caption must be text")
             texts.append(str(caption))
             txt2video.append(index[video])
     if not videos:
@@ -275,6 +285,10 @@ class VideoTextCollator(VideoCollator):
         captions = batch.pop(self.names.get("caption", "caption"), None)
         if captions is None:
             raise ValueError(f"samples must carry a 'caption' for VideoTextCollator; the batch has {sorted(batch)}")
+        bad = [i for i, caption in enumerate(captions) if not isinstance(caption, str)]
+        if bad:
+            raise ValueError(f"every caption must be text, got {captions[bad[0]]!r} in sample {bad[0]} of this batch; "
+                             f"validate the table with processors.rows.RowCheck(caption=True)")
         text = self.tokenizer(
             [pre_text(c) if self.clean_captions else c for c in captions],
             padding="max_length",

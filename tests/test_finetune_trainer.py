@@ -4,6 +4,7 @@ and the per-clip augmentation."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import evaluate
@@ -328,3 +329,20 @@ def test_read_label_file_formats(tmp_path):
     (tmp_path / "e.json").write_text('{"a": 0, "b": 2}')
     with pytest.raises(ValueError, match="without gaps"):
         read_label_file(tmp_path / "e.json")
+
+
+# ------------------------------------------------------------------------------------------------- the visible recipe
+def test_trainer_takes_label_smoothing_from_training_arguments_and_logs_its_recipe(tmp_path, caplog):
+    model = UMTForVideoClassification(tiny_config())
+    with caplog.at_level(logging.INFO, logger="modeling_umt.trainers.finetuning"):
+        trainer = UMTFineTuningTrainer(model=model, args=_args(tmp_path, label_smoothing_factor=0.2),
+                                       train_dataset=_RandomVideos())
+    assert trainer.mixup.label_smoothing == 0.2 and trainer.recipe["label_smoothing"] == 0.2
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Fine-tuning recipe")]
+    assert logged == ["Fine-tuning recipe: layer_decay=0.75, mixup_alpha=0.8, cutmix_alpha=1.0, mixup_prob=1.0, "
+                      "mixup_switch_prob=0.5, label_smoothing=0.2"]
+    plain = UMTFineTuningTrainer(model=model, args=_args(tmp_path), train_dataset=_RandomVideos())
+    assert plain.mixup.label_smoothing == 0.0  # transformers' default 0: no hidden smoothing
+    with pytest.raises(ValueError, match="`label_smoothing` 0.1 disagrees with TrainingArguments.label_smoothing_factor"):
+        UMTFineTuningTrainer(model=model, args=_args(tmp_path, label_smoothing_factor=0.2),
+                             train_dataset=_RandomVideos(), label_smoothing=0.1)

@@ -39,8 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_umt import UMTConfig, UMTForVideoClassification, UMTFrameLevelClassifier  # noqa: E402
 from modeling_umt.cli import (  # noqa: E402
-    BatchScaledTrainingArguments, StudentShapeArguments, VideoDataArguments, load_split_records,
-    parse_script_arguments, scale_learning_rate_by_batch,
+    BatchScaledTrainingArguments, StudentShapeArguments, VideoDataArguments, has_split_column, load_split_records,
+    parse_script_arguments, report_data, scale_learning_rate_by_batch,
 )
 from modeling_umt.loading import load_video_classifier  # noqa: E402
 from modeling_umt.publishing import complete_model_folder  # noqa: E402
@@ -60,6 +60,7 @@ from processors.decoding import (  # noqa: E402
 from processors.finetune_transforms import FinetuneTrainTransform  # noqa: E402
 from processors.fileio import publish_directory, staging_path  # noqa: E402
 from processors.labels import read_label_file  # noqa: E402
+from processors.rows import RowCheck  # noqa: E402
 from processors.video_processing_umt import UMTVideoProcessor  # noqa: E402
 
 logger = logging.getLogger("run_finetune")
@@ -100,7 +101,9 @@ class ModelArguments(StudentShapeArguments):
 @dataclass
 class DataArguments(VideoDataArguments):
     eval_data: str | None = field(
-        default=None, metadata={"help": "Validation/test source; default: the training table's other splits."}
+        default=None,
+        metadata={"help": "Validation/test source (split by its 'split' column if it has one, else used whole); "
+                  "default: the training table's other splits, none when it has no 'split' column."},
     )
     data_kind: str | None = field(default=None, metadata={"help": "table | folder | webdataset | hub (inferred)."})
     train_split: str | None = field(default="train", metadata={"help": "Training split (tables / Hub)."})
@@ -108,7 +111,9 @@ class DataArguments(VideoDataArguments):
     test_split: str | None = field(default="test", metadata={"help": "Test split, evaluated multi-view at the end."})
     label_map: str | None = field(
         default=None,
-        metadata={"help": "Class names by id: JSON list / {name: id} / {id: name}, or a text file, one per line."},
+        metadata={"help": "Class names by id: JSON list / {name: id} / {id: name}, or a text file, one per line. "
+                  "Default: the class folders' names, or inferred from the training table's 'label' column (class "
+                  "names: sorted; ids: 0..K-1), printed and saved as the model's id2label."},
     )
     num_frames: int = field(default=8, metadata={"help": "Frames per clip (official 8 or 16)."})
     short_side_size: int | None = field(default=None, metadata={"help": "Eval resize of the short side (= crop)."})
@@ -159,33 +164,14 @@ class FinetuneTrainingArguments(BatchScaledTrainingArguments):
     mixup_switch_prob: float = field(default=0.5, metadata={"help": "Probability of CutMix when both are on."})
 
 
-def _encode_string_labels(records, label2id: dict[str, int]):
-    """Tables whose label column holds class names: map them to ids through the label map."""
-    features = getattr(records, "features", None)
-    if features is None or "label" not in features or getattr(features["label"], "dtype", None) != "string":
-        return records
-
-    def encode(row):
-        if row["label"] not in label2id:
-            raise ValueError(f"label {row['label']!r} is not in --label_map ({len(label2id)} classes)")
-        return {"label": label2id[row["label"]]}
-
-    return records.map(encode)
-
-
-def resolve_labels(data_args: DataArguments, train_records, synthetic_root) -> list[str]:
-    """Class names by id: --label_map, else the source's own names (class folders, the synthetic dataset), else
-    LABEL_i for the ids found in a map-style table."""
+def given_labels(data_args: DataArguments, synthetic_root) -> list[str] | None:
+    """Class names by id from --label_map, else the synthetic dataset's own; None: the training source's own (class
+    folders) or inferred from its table by `RowCheck` (sorted names, or ids 0..K-1)."""
     if data_args.label_map:
         return read_label_file(data_args.label_map)
     if synthetic_root is not None:
         return json.loads((synthetic_root / "info.json").read_text())["classes"]
-    feature = (getattr(train_records, "features", None) or {}).get("label")
-    if hasattr(feature, "names"):
-        return list(feature.names)
-    if hasattr(train_records, "__len__") and "label" in (train_records.column_names or []):
-        return [f"LABEL_{i}" for i in range(int(max(train_records["label"])) + 1)]
-    raise ValueError("cannot tell the classes of a streamed source: pass --label_map")
+    return None
 
 
 def build_model(model_args: ModelArguments, data_args: DataArguments, id2label: dict[int, str]):
@@ -246,11 +232,12 @@ def apply_lora(model: UMTForVideoClassification, model_args: ModelArguments):
 def build_datasets(data_args: DataArguments, training_args: TrainingArguments, processor: UMTVideoProcessor):
     """(train, validation, test, label names, train decoder); validation / test are None where there is no data."""
     source, synthetic_root = data_args.train_source(training_args)
-    train_records = load_split_records(source, data_args.data_kind, data_args.train_split, data_args.streaming)
-    names = resolve_labels(data_args, train_records, synthetic_root)
-    label2id = {name: i for i, name in enumerate(names)}
-    train_records = _encode_string_labels(train_records, label2id)
     stats = DecodeStats(max_bad_fraction=data_args.max_bad_fraction)
+    check = RowCheck(label=True, label_names=given_labels(data_args, synthetic_root), strict=data_args.strict_data,
+                     stats=stats)
+    train_records = load_split_records(source, data_args.data_kind, data_args.train_split, data_args.streaming, check)
+    names = check.label_names
+    logger.info("Label map (%d classes, saved as the model's id2label): %s", len(names), dict(enumerate(names)))
     transform = FinetuneTrainTransform(
         data_args.image_size,
         rand_augment=data_args.rand_augment,
@@ -270,16 +257,16 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments, p
         train = decode_videos(train_records, train_decoder)
 
     def evaluation_set(split: str | None, clips: int, crops: int):
-        eval_source = data_args.eval_data or source
-        if not split or (data_args.eval_data is None and not str(source).endswith((".csv", ".tsv", ".jsonl", ".json"))):
-            return None
-        records = load_split_records(eval_source, data_args.data_kind, split)
+        if not split or (data_args.eval_data is None and not has_split_column(source, data_args.data_kind)):
+            return None  # a training source without splits: every row trains
+        eval_check = RowCheck(label=True, label_names=names, strict=data_args.strict_data, stats=stats)
+        records = load_split_records(data_args.eval_data or source, data_args.data_kind, split, check=eval_check)
         if data_args.max_eval_samples is not None and hasattr(records, "select"):
             records = records.select(range(min(len(records), data_args.max_eval_samples)))
         if hasattr(records, "__len__") and len(records) == 0:
             return None
         decoder = MultiViewClipDecoder(processor, data_args.num_frames, clips, crops, stats=stats)
-        return decode_videos(_encode_string_labels(records, label2id), decoder)
+        return decode_videos(records, decoder)
 
     validation = evaluation_set(data_args.eval_split, data_args.eval_num_clips, data_args.eval_num_crops)
     test = evaluation_set(data_args.test_split, data_args.test_num_clips, data_args.test_num_crops)
@@ -321,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
         args=training_args,
         train_dataset=train,
         eval_dataset=validation,
-        data_collator=VideoCollator(),
+        data_collator=VideoCollator(required=("label",)),
         processing_class=processor,  # saved in checkpoints and the final folder
         compute_metrics=top_k_compute_metrics((1, 5)),
         callbacks=[DecoderEpochCallback(train_decoder)],
@@ -340,6 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
         if os.path.isfile(saved):
             with open(saved) as f:
                 test_metrics = json.load(f)
+        report_data(train_decoder.stats, training_args)
         return {"model_dir": final_dir, "test": test_metrics}
 
     test_metrics = None
@@ -366,6 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.save_model_atomic(final_dir, card_arguments=(model_args, data_args))
     trainer.accelerator.wait_for_everyone()
     logger.info("Saved the fine-tuned model and its video processor to %s", final_dir)
+    report_data(train_decoder.stats, training_args)
     return {"model_dir": final_dir, "test": test_metrics}
 
 

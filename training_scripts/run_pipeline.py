@@ -186,9 +186,13 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default."""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="outputs/pipeline")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    parser.add_argument("--output_dir", default="outputs/pipeline", help="one sub-folder per stage goes here")
     parser.add_argument("--force", nargs="*", default=[], choices=["stage1", "stage2", "finetune", "retrieval"],
                         help="rerun these stages even when their outputs exist")
     parser.add_argument("--synthetic_num_videos", type=int, default=None,

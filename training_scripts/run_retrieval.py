@@ -32,7 +32,9 @@ from transformers import AutoModel, BertTokenizer, TrainingArguments
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import modeling_umt  # noqa: E402,F401  (registers the Auto classes)
-from modeling_umt.cli import ScriptTrainingArguments, SyntheticDataArguments, parse_script_arguments  # noqa: E402
+from modeling_umt.cli import (  # noqa: E402
+    ScriptTrainingArguments, SyntheticDataArguments, parse_script_arguments, report_data,
+)
 from modeling_umt.model_card import update_model_card  # noqa: E402
 from modeling_umt.retrieval_evaluation import evaluate_retrieval  # noqa: E402
 from modeling_umt.trainers import UMTVisionLanguageTrainer  # noqa: E402
@@ -118,9 +120,14 @@ def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> 
         num_frames=num_frames, sampling="middle", transform=EvalTransform(image_size, keep_aspect_ratio=False)
     )
 
+    def decode(video):  # an exact evaluation skips nothing: a video that fails to decode stops it, named
+        clip = decoder.decode(video)
+        decoder.stats.record_success()
+        return clip
+
     def video_batches():
         for s in range(0, len(test.videos), args.eval_batch_size):
-            yield torch.stack([decoder.decode(v) for v in test.videos[s : s + args.eval_batch_size]])
+            yield torch.stack([decode(v) for v in test.videos[s : s + args.eval_batch_size]])
 
     text = tokenizer(
         [pre_text(t) for t in test.texts], padding="max_length", truncation=True,
@@ -148,6 +155,7 @@ def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> 
         update_model_card(os.path.join(training_args.output_dir, "model"),
                           {"retrieval": {k: results[k] for k in ("itc", "itc+itm")}})
     logger.info("Wrote %s", path)
+    report_data(decoder.stats, training_args)
     return results
 
 

@@ -29,12 +29,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from modeling_umt import UMTConfig, UMTForPreTraining  # noqa: E402
 from modeling_umt.cli import (  # noqa: E402
     BatchScaledTrainingArguments, StudentShapeArguments, TeacherArguments, VideoDataArguments, check_teacher_grid,
-    load_split_records, parse_script_arguments, scale_learning_rate_by_batch,
+    load_split_records, parse_script_arguments, report_data, scale_learning_rate_by_batch,
 )
 from modeling_umt.teachers import UMTTeacher  # noqa: E402
 from modeling_umt.trainers import DecoderEpochCallback, UMTDistillationTrainer  # noqa: E402
 from processors.collate import VideoCollator  # noqa: E402
 from processors.decoding import DecodeStats, VideoClipDecoder, decode_videos  # noqa: E402
+from processors.rows import RowCheck  # noqa: E402
 from processors.transforms import Stage1TrainTransform  # noqa: E402
 
 logger = logging.getLogger("run_stage1")
@@ -104,12 +105,14 @@ def build_student(model_args: ModelArguments, data_args: DataArguments, teacher:
 
 def build_dataset(data_args: DataArguments, training_args: TrainingArguments):
     source, _ = data_args.train_source(training_args)
-    records = load_split_records(source, data_args.data_kind, data_args.split, data_args.streaming)
+    stats = DecodeStats(max_bad_fraction=data_args.max_bad_fraction)
+    check = RowCheck(strict=data_args.strict_data, stats=stats)  # Stage 1 needs a video per row, nothing else
+    records = load_split_records(source, data_args.data_kind, data_args.split, data_args.streaming, check=check)
     decoder = VideoClipDecoder(
         num_frames=data_args.num_frames,
         sampling="tsn",
         transform=Stage1TrainTransform(data_args.image_size, flip_prob=0.5 if data_args.flip else 0.0),
-        stats=DecodeStats(max_bad_fraction=data_args.max_bad_fraction),
+        stats=stats,
         seed=training_args.seed,  # per-sample draws: a resumed run sees exactly the clips an uninterrupted one would
     )
     return decode_videos(records, decoder), decoder
@@ -142,9 +145,11 @@ def main(argv: list[str] | None = None) -> str:
     final_dir = os.path.join(training_args.output_dir, "model")
     if not trainer.train_resuming(final_dir) and os.path.isdir(final_dir):
         logger.info("The run in %s is finished and %s is saved: nothing to do", training_args.output_dir, final_dir)
+        report_data(decoder.stats, training_args)
         return final_dir
     trainer.save_model_atomic(final_dir, card_arguments=(model_args, teacher_args, data_args))
     logger.info("Saved the Stage-1 student, its video processor and card to %s (AutoModel.from_pretrained)", final_dir)
+    report_data(decoder.stats, training_args)
     return final_dir
 
 

@@ -34,12 +34,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from modeling_umt import UMTConfig, UMTForVideoTextRetrieval  # noqa: E402
 from modeling_umt.cli import (  # noqa: E402
     ScriptTrainingArguments, StudentShapeArguments, TeacherArguments, VideoDataArguments, check_teacher_grid,
-    load_split_records, parse_script_arguments,
+    load_split_records, parse_script_arguments, report_data,
 )
 from modeling_umt.configuration_umt_retrieval import STAGE2_VISION_DEFAULTS  # noqa: E402
 from modeling_umt.trainers import UMTVisionLanguageTrainer  # noqa: E402
 from modeling_umt.trainers import DecoderEpochCallback  # noqa: E402
 from processors.decoding import DecodeStats, ImageClipDecoder, VideoClipDecoder, decode_videos  # noqa: E402
+from processors.rows import RowCheck  # noqa: E402
 from processors.transforms import Stage2TrainTransform  # noqa: E402
 from processors.video_text import VideoTextCollator, records_from_image_text, records_from_webvid  # noqa: E402
 
@@ -186,21 +187,22 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments):
     transform = Stage2TrainTransform(data_args.image_size, flip_prob=0.5 if data_args.flip else 0.0)
     stats = DecodeStats(max_bad_fraction=data_args.max_bad_fraction)
     source, _ = data_args.train_source(training_args)
+    check = RowCheck(caption=True, strict=data_args.strict_data, stats=stats)  # every video needs its caption
     if data_args.data_format == "webvid":
-        records = records_from_webvid(
+        records = check.apply(records_from_webvid(
             source, video_root=data_args.video_root, url_template=data_args.url_template,
             split=data_args.split or "train", streaming=data_args.streaming,
-        )
+        ), source)
     elif data_args.data_format == "auto":
-        records = load_split_records(source, None, data_args.split, data_args.streaming)
+        records = load_split_records(source, None, data_args.split, data_args.streaming, check=check)
     else:
         raise ValueError(f"`--data_format` must be 'webvid' or 'auto', got {data_args.data_format!r}.")
     decoders = {"video": VideoClipDecoder(num_frames=data_args.num_frames, sampling="rand", transform=transform,
                                           stats=stats, seed=training_args.seed)}  # fmt: skip
     out = {"video": decode_videos(records, decoders["video"])}
     if data_args.image_data:
-        images = records_from_image_text(data_args.image_data, image_root=data_args.image_root,
-                                         streaming=data_args.streaming)
+        images = check.apply(records_from_image_text(data_args.image_data, image_root=data_args.image_root,
+                                                     streaming=data_args.streaming), data_args.image_data)
         # Another seed: image i and video i must not share their augmentation draws.
         decoders["image"] = ImageClipDecoder(transform, stats=stats, seed=training_args.seed + 1)
         out["image"] = decode_videos(images, decoders["image"])
@@ -241,10 +243,12 @@ def main(argv: list[str] | None = None) -> str:
     final_dir = os.path.join(training_args.output_dir, "model")
     if not trainer.train_resuming(final_dir) and os.path.isdir(final_dir):
         logger.info("The run in %s is finished and %s is saved: nothing to do", training_args.output_dir, final_dir)
+        report_data(decoders[0].stats, training_args)
         return final_dir
     trainer.save_model_atomic(final_dir, card_arguments=(model_args, teacher_args, data_args),
                               max_text_length=data_args.max_text_length)
     logger.info("Saved the Stage-2 model, its UMTProcessor and card to %s (AutoModel / AutoProcessor load it)", final_dir)
+    report_data(decoders[0].stats, training_args)
     return final_dir
 
 

@@ -40,10 +40,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoClassification, UMTFrameLevelClassifier  # noqa: E402
-from modeling_umt.cli import parse_script_arguments, run_script  # noqa: E402
+from modeling_umt.cli import parse_script_arguments, report_data, run_script  # noqa: E402
 from modeling_umt.publishing import complete_model_folder  # noqa: E402
 from modeling_umt.trainers import UMTFineTuningTrainer  # noqa: E402
 from processors.datasets import load_video_records  # noqa: E402
+from processors.decoding import DecodeStats  # noqa: E402
 from processors.synthetic import CLASS_NAMES, ensure_synthetic_dataset  # noqa: E402
 from processors.video_processing_umt import UMTVideoProcessor  # noqa: E402
 
@@ -141,19 +142,19 @@ def finetune(args: EvidenceArguments, init_dir: str, out: Path, frame_level: boo
     return str(model_dir)
 
 
-def load_test_views(args: EvidenceArguments, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every test video as multi-view pixel_values (N, V, T, 3, S, S) with labels (N,)."""
+def load_test_views(args: EvidenceArguments, root: Path, stats: DecodeStats) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every test video as multi-view pixel_values (N, V, T, 3, S, S) with labels (N,), each counted in `stats` (an
+    exact test skips nothing: a video that fails to decode stops the run, named)."""
     processor = UMTVideoProcessor(
         size={"shortest_edge": args.image_size}, crop_size={"height": args.image_size, "width": args.image_size},
         num_frames=args.num_frames,
     )  # fmt: skip
     records = load_video_records(str(root / "metadata.csv"), split="test")
-    views = [
-        processor(row["video"], do_sample_frames=True, num_temporal_clips=args.test_num_clips, return_tensors="pt")[
-            "pixel_values"
-        ]
-        for row in records
-    ]
+    views = []
+    for row in records:
+        views.append(processor(row["video"], do_sample_frames=True, num_temporal_clips=args.test_num_clips,
+                               return_tensors="pt")["pixel_values"])
+        stats.record_success()
     return torch.stack(views), torch.tensor(records["label"])
 
 
@@ -209,7 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
     root, data_seconds = _time(lambda: ensure_synthetic_dataset(num_videos=args.num_videos, size=args.video_size))
     stage1_dir, stage1_seconds = _time(lambda: stage1(args, out))
     random_dir = random_init(args, stage1_dir, out)
-    views, labels = load_test_views(args, root)
+    stats = DecodeStats()
+    views, labels = load_test_views(args, root, stats)
     logger.info("Test set: %d videos x %d views", *views.shape[:2])
 
     results = {}
@@ -230,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "results.json").write_text(json.dumps({"args": asdict(args), "results": results, "total_seconds": total}, indent=2))
     (out / "evidence.md").write_text(summary)
     print(summary)
+    report_data(stats)  # the fine-tuning and Stage-1 runs print their own lines above
     return results
 
 

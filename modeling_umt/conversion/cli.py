@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .checkpoints import checkpoint_table
 from .convert import convert_checkpoint, reverse_checkpoint
 from .reading import SAVED_CONFIG_KEY
 
@@ -22,8 +23,10 @@ def _parser() -> argparse.ArgumentParser:
         "or retrieval model; detected from its keys) to a transformers directory, or back with --reverse. Every "
         "setting the weights do not give is printed with its source; the flags below set them.",
     )
-    p.add_argument("--checkpoint", required=True, help="official .pth (or, with --reverse, a saved transformers dir)")
-    p.add_argument("--output_dir", required=True, help="directory to create (with --reverse it receives model.pth)")
+    p.add_argument("--list", action="store_true", help="print the table of released official checkpoints (download "
+                   "address, what each is, the command that converts it) and exit")
+    p.add_argument("--checkpoint", help="official .pth (or, with --reverse, a saved transformers dir); required")
+    p.add_argument("--output_dir", help="directory to create (with --reverse it receives model.pth); required")
     p.add_argument("--model_size", choices=("b16", "l16"), help="checked against the shapes; sets the video heads")
     p.add_argument("--num_frames", type=int, help="frames the model is built for (default: from pos_embed, else the "
                    "family's official value: 8 Stage 1 / classifier, 4 Stage-2 pre-training, 12 retrieval)")
@@ -47,7 +50,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 on success, 1 on a checkpoint or argument it cannot handle)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        print(checkpoint_table())
+        return 0
+    for name in ("checkpoint", "output_dir"):
+        if getattr(args, name) is None:
+            parser.error(f"the following arguments are required: --{name} (or --list)")
     settings = {name: getattr(args, name) for name in _SETTING_FLAGS}
     try:
         if args.reverse:

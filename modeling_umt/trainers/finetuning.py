@@ -3,6 +3,7 @@ evaluation; official §4.3, §6.2) and `top_k_compute_metrics`."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
@@ -19,6 +20,7 @@ from ..metrics import metric_path
 from .base import UMTTrainer
 from .optim import layer_decay_parameter_groups
 
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -49,8 +51,10 @@ class UMTFineTuningTrainer(UMTTrainer):
       weight decay for biases, norms and 1-D parameters; the optimizer class and its betas / eps come from
       `TrainingArguments` (official: AdamW, betas (0.9, 0.999), weight decay 0.05). The lr schedule multiplies every
       group's rate, so the decay ratios hold throughout (also under DeepSpeed, with the optimizer made here).
-    - Mixup 0.8 / CutMix 1.0 / label smoothing 0.1 with soft-target cross-entropy (`VideoMixup`); set the alphas to
-      0 to turn mixing off and `label_smoothing` to 0 for plain cross-entropy.
+    - Mixup 0.8 / CutMix 1.0 (the official recipe, on by default) and label smoothing from
+      `TrainingArguments.label_smoothing_factor` (transformers' default 0; official 0.1, the fine-tuning script's
+      default) with soft-target cross-entropy (`VideoMixup`); set the alphas to 0 to turn mixing off. The recipe is
+      logged when the trainer is built.
     - Drop path, dropout and gradient checkpointing come from the model / `TrainingArguments`
       (`--gradient_checkpointing`); bf16 / fp16 through `TrainingArguments` or the DeepSpeed config.
     - Every step draws its randomness (mixup, drop path) from a generator seeded by the step, and checkpoints are
@@ -62,7 +66,9 @@ class UMTFineTuningTrainer(UMTTrainer):
 
     Args:
         layer_decay: 0.75 for B/16, 0.85 for L/16 (None or 1 disables it).
-        mixup_alpha, cutmix_alpha, mixup_prob, mixup_switch_prob, label_smoothing: see `VideoMixup`.
+        mixup_alpha, cutmix_alpha, mixup_prob, mixup_switch_prob: see `VideoMixup`.
+        label_smoothing: None (default): `args.label_smoothing_factor`; a value must agree with a non-zero
+            `args.label_smoothing_factor`.
         Other arguments are `transformers.Trainer`'s. Batches: {"pixel_values", "labels"} (`VideoCollator`).
     Logged besides `loss`: `mix_lam` (mean mixing coefficient since the last log).
     """
@@ -75,10 +81,18 @@ class UMTFineTuningTrainer(UMTTrainer):
         cutmix_alpha: float = 1.0,
         mixup_prob: float = 1.0,
         mixup_switch_prob: float = 0.5,
-        label_smoothing: float = 0.1,
+        label_smoothing: float | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        factor = self.args.label_smoothing_factor
+        if label_smoothing is None:
+            label_smoothing = factor
+        elif factor and label_smoothing != factor:
+            raise ValueError(
+                f"`label_smoothing` {label_smoothing} disagrees with TrainingArguments.label_smoothing_factor {factor}; "
+                f"set one of them (label_smoothing=None follows the TrainingArguments)."
+            )
         if layer_decay is not None and not 0 < layer_decay <= 1:
             raise ValueError(f"`layer_decay` must be in (0, 1] or None, got {layer_decay}.")
         self.layer_decay = layer_decay
@@ -86,6 +100,9 @@ class UMTFineTuningTrainer(UMTTrainer):
         self.mixup = VideoMixup(
             max(num_labels, 1), mixup_alpha, cutmix_alpha, mixup_prob, mixup_switch_prob, label_smoothing
         )
+        self.recipe = dict(layer_decay=layer_decay, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
+                           mixup_prob=mixup_prob, mixup_switch_prob=mixup_switch_prob, label_smoothing=label_smoothing)
+        logger.info("Fine-tuning recipe: %s", ", ".join(f"{key}={value}" for key, value in self.recipe.items()))
         # The loss below is a per-micro-batch mean: the Trainer divides it by the accumulation steps itself.
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
