@@ -39,7 +39,7 @@ UMT_PRESETS: dict[str, dict] = {
 # tubelet_size, uta_num_layers and the dropouts keep their own messages in `validate_architecture`.
 UMT_FIELD_RANGES = {
     "image_size": POSITIVE, "patch_size": POSITIVE, "num_channels": POSITIVE, "num_frames": POSITIVE,
-    "hidden_size": POSITIVE, "num_hidden_layers": POSITIVE, "num_attention_heads": POSITIVE,
+    "hidden_size": POSITIVE, "num_hidden_layers": NON_NEGATIVE, "num_attention_heads": POSITIVE,
     "intermediate_size": POSITIVE, "layer_norm_eps": POSITIVE_REAL, "head_init_scale": NON_NEGATIVE,
     "pos_embed_reference_frames": POSITIVE, "pos_embed_reference_grid": POSITIVE, "initializer_range": NON_NEGATIVE,
     "uta_layer_interval": POSITIVE, "uta_output_dim": POSITIVE, "uta_head_norm_eps": POSITIVE_REAL,
