@@ -20,6 +20,7 @@ from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from processors.datasets import load_video_records
 from processors.synthetic import ensure_synthetic_dataset
+from processors.video_io import DEFAULT_URL_DEADLINE, DEFAULT_URL_MAX_BYTES, DEFAULT_URL_RETRIES, DEFAULT_URL_TIMEOUT
 
 from .configuration_umt import UMTConfig
 from .teachers import ImageTeacher, build_teacher
@@ -155,6 +156,17 @@ class VideoDataArguments(SyntheticDataArguments):
     num_frames: int = field(default=8, metadata={"help": "Frames per clip (official 8)."})
     image_size: int = field(default=64, metadata={"help": "Crop size (official 224)."})
     max_bad_fraction: float = field(default=0.2, metadata={"help": "Stop when more clips than this fail to decode."})
+    url_timeout: float = field(default=DEFAULT_URL_TIMEOUT, metadata={"help": "Seconds one read of a video URL may wait."})
+    url_retries: int = field(default=DEFAULT_URL_RETRIES, metadata={"help": "Retries of a failed video download "
+                                                                            "(exponential back-off: 0.5 s, 1 s, ...)."})
+    url_deadline: float = field(default=DEFAULT_URL_DEADLINE, metadata={"help": "Seconds a whole video download may "
+                                                                                "take, retries included."})
+    url_max_bytes: int = field(default=DEFAULT_URL_MAX_BYTES, metadata={"help": "Largest video download, in bytes."})
+
+    def url_options(self) -> dict:
+        """The four URL settings as `VideoClipDecoder` keyword arguments."""
+        return dict(url_timeout=self.url_timeout, url_retries=self.url_retries, url_deadline=self.url_deadline,
+                    url_max_bytes=self.url_max_bytes)
 
     def check_streaming(self, training_args: TrainingArguments) -> None:
         """A stream has no length: training on one needs a step budget."""
