@@ -205,6 +205,11 @@ class ScriptTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False)
     dataloader_num_workers: int = field(default=2)
     seed: int = field(default=0)
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Train from scratch even when --output_dir holds checkpoints or a finished "
+                                         "run (its checkpoints are deleted and model/ replaced). Without it a rerun "
+                                         "resumes, and a finished run is left as it is."}
+    )
 
 
 @dataclass

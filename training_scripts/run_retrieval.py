@@ -102,9 +102,13 @@ def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> 
             data_collator=VideoTextCollator(tokenizer, max_length=args.max_text_length), teacher=None,
             callbacks=[DecoderEpochCallback(decoder)],
         )
-        trainer.train()
-        # every process joins the save (it has barriers); the main one writes, tokenizer inside the same folder
-        trainer.save_model_atomic(os.path.join(training_args.output_dir, "model"), save_extras=tokenizer.save_pretrained)
+        final_dir = os.path.join(training_args.output_dir, "model")
+        if not trainer.train_resuming(final_dir) and os.path.isdir(final_dir):
+            logger.info("The fine-tuning in %s is finished: evaluating its saved model %s", training_args.output_dir,
+                        final_dir)
+            model = AutoModel.from_pretrained(final_dir)
+        else:  # every process joins the save (it has barriers); the main one writes, tokenizer inside the same folder
+            trainer.save_model_atomic(final_dir, save_extras=tokenizer.save_pretrained)
 
     source, split = args.annotations, args.split
     if source is None:
