@@ -1,6 +1,6 @@
 """Run the fuzz suite and print its counts table (the one in docs/reliability.md):
 
-    python tests/fuzz_counts.py [pytest arguments ...]
+    python tests/fuzz_counts.py [--markdown_only] [pytest arguments ...]
 
 It runs tests/test_fuzz.py (configs, model inputs, files, URLs, checkpoints; each case reports its own outcome, see
 tests/_fuzz.py) and, when present, the table cases of tests/test_fuzz_tables.py (`test_bad_table`: an `expected`
@@ -11,6 +11,7 @@ is not a clear error or a correct result.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections import Counter, defaultdict
@@ -68,12 +69,17 @@ def table(tally: FuzzTally) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--markdown_only", action="store_true", help="print the table alone, not pytest's output")
+    args, extra = parser.parse_known_args(argv)
+    if args.markdown_only:
+        extra = ["-qq", "--no-header", "-p", "no:terminal", *extra]
     files = [os.path.join(HERE, "test_fuzz.py")]
     if os.path.isfile(os.path.join(HERE, "test_fuzz_tables.py")):
         files.append(os.path.join(HERE, "test_fuzz_tables.py"))
     tally = FuzzTally()
-    pytest.main(["-q", "-p", "no:cacheprovider", *files, *argv], plugins=[tally])
+    pytest.main(["-q", "-p", "no:cacheprovider", *files, *extra], plugins=[tally])
     print("\n" + table(tally))
     bad = [n for n, o in tally.outcomes.items() if o not in COLUMNS[:2]]
     missing = set(tally.expected) - set(tally.outcomes)
@@ -81,4 +87,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
