@@ -156,17 +156,6 @@ class VideoDataArguments(SyntheticDataArguments):
     num_frames: int = field(default=8, metadata={"help": "Frames per clip (official 8)."})
     image_size: int = field(default=64, metadata={"help": "Crop size (official 224)."})
     max_bad_fraction: float = field(default=0.2, metadata={"help": "Stop when more clips than this fail to decode."})
-    url_timeout: float = field(default=DEFAULT_URL_TIMEOUT, metadata={"help": "Seconds one read of a video URL may wait."})
-    url_retries: int = field(default=DEFAULT_URL_RETRIES, metadata={"help": "Retries of a failed video download "
-                                                                            "(exponential back-off: 0.5 s, 1 s, ...)."})
-    url_deadline: float = field(default=DEFAULT_URL_DEADLINE, metadata={"help": "Seconds a whole video download may "
-                                                                                "take, retries included."})
-    url_max_bytes: int = field(default=DEFAULT_URL_MAX_BYTES, metadata={"help": "Largest video download, in bytes."})
-
-    def url_options(self) -> dict:
-        """The four URL settings as `VideoClipDecoder` keyword arguments."""
-        return dict(url_timeout=self.url_timeout, url_retries=self.url_retries, url_deadline=self.url_deadline,
-                    url_max_bytes=self.url_max_bytes)
 
     def check_streaming(self, training_args: TrainingArguments) -> None:
         """A stream has no length: training on one needs a step budget."""
@@ -180,6 +169,19 @@ class VideoDataArguments(SyntheticDataArguments):
         root = self.synthetic_root(training_args)
         logger.info("Using the built-in synthetic videos at %s", root)
         return str(root / "metadata.csv"), root
+
+    # Video URLs: each read's timeout, retries with back-off, the whole download's deadline and size cap.
+    url_timeout: float = field(default=DEFAULT_URL_TIMEOUT, metadata={"help": "Seconds one read of a video URL may wait."})
+    url_retries: int = field(default=DEFAULT_URL_RETRIES, metadata={"help": "Retries of a failed video download "
+                                                                            "(exponential back-off: 0.5 s, 1 s, ...)."})
+    url_deadline: float = field(default=DEFAULT_URL_DEADLINE, metadata={"help": "Seconds a whole video download may "
+                                                                                "take, retries included."})
+    url_max_bytes: int = field(default=DEFAULT_URL_MAX_BYTES, metadata={"help": "Largest video download, in bytes."})
+
+    def url_options(self) -> dict:
+        """The four URL settings as `VideoClipDecoder` keyword arguments."""
+        return dict(url_timeout=self.url_timeout, url_retries=self.url_retries, url_deadline=self.url_deadline,
+                    url_max_bytes=self.url_max_bytes)
 
 
 def load_split_records(source: str, kind: str | None, split: str | None, streaming: bool = False):
