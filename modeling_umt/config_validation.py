@@ -172,11 +172,24 @@ _SERIALIZED_KEYS = {"model_type", "transformers_version", "architectures", "auto
                     "base_model_tp_plan", "base_model_pp_plan"}
 
 
+def _family_model_types(cls: type) -> set[str]:
+    """`cls.model_type` and those of its config bases and subclasses (a detection config built on `UMTConfig` reads
+    a Stage-1 "umt" folder, and the reverse)."""
+    related = [k for k in cls.__mro__ if isinstance(k, type) and issubclass(k, PreTrainedConfig)]
+    stack = list(cls.__subclasses__())
+    while stack:
+        sub = stack.pop()
+        related.append(sub)
+        stack.extend(sub.__subclasses__())
+    return {k.model_type for k in related if getattr(k, "model_type", "")}
+
+
 def check_model_type(cls: type, config_dict: Mapping, source: str) -> None:
     """Raise when a saved config's `model_type` is another model's (a VideoMAE config.json loaded as UMT)."""
     saved = config_dict.get("model_type")
+    family = _family_model_types(cls)
     nested = any(isinstance(v, Mapping) and v.get("model_type") == cls.model_type for v in config_dict.values())
-    if saved is not None and saved != cls.model_type and not nested:  # a sub-config inside a composite one is fine
+    if saved is not None and saved not in family and not nested:  # a sub-config inside a composite one is fine
         raise ValueError(
             f"{source} is a config of model_type {saved!r}, but {cls.__name__} reads model_type "
             f"{cls.model_type!r}; load it with the class made for {saved!r} (e.g. AutoConfig.from_pretrained)."
@@ -197,7 +210,7 @@ class ValidatedConfigMixin:
         config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **hub)
         source = f"config {pretrained_model_name_or_path!s}"
         check_model_type(cls, config_dict, source)
-        if config_dict.get("model_type") in (None, cls.model_type):  # not a sub-config read from a composite one
+        if config_dict.get("model_type") in {None} | _family_model_types(cls):  # not a sub-config of a composite one
             warn_unknown_keys(cls, config_dict, source)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 

@@ -94,3 +94,16 @@ def test_the_vision_config_still_loads_from_a_retrieval_folder(tmp_path):
     tiny_config().save_pretrained(tmp_path)
     assert UMTConfig.from_pretrained(tmp_path).hidden_size == 32
     assert UMTRetrievalConfig.from_pretrained(tmp_path).embed_dim == 16
+
+
+def test_configs_of_one_family_read_each_others_folders(tmp_path):
+    @strict
+    class _DetectionConfig(UMTConfig):  # as a task config built on UMTConfig declares itself
+        model_type = "umt_test_detection"
+
+    UMTConfig(**TINY).save_pretrained(tmp_path / "stage1")
+    assert _DetectionConfig.from_pretrained(tmp_path / "stage1").hidden_size == 32  # a detector from a Stage-1 folder
+    _DetectionConfig(**TINY).save_pretrained(tmp_path / "detector")
+    assert UMTConfig.from_pretrained(tmp_path / "detector").hidden_size == 32  # its backbone config
+    with pytest.raises(ValueError, match=r"model_type 'umt_test_detection'"):
+        UMTRetrievalConfig.from_pretrained(tmp_path / "detector")
