@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown_only", action="store_true", help="print the table alone, not pytest's output")
     args, extra = parser.parse_known_args(argv)
     if args.markdown_only:
-        extra = ["-qq", "--no-header", "-p", "no:terminal", *extra]
+        extra = ["-qq", "--no-header", "--no-summary", *extra]
     files = [os.path.join(HERE, "test_fuzz.py")]
     if os.path.isfile(os.path.join(HERE, "test_fuzz_tables.py")):
         files.append(os.path.join(HERE, "test_fuzz_tables.py"))
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table(tally))
     bad = [n for n, o in tally.outcomes.items() if o not in COLUMNS[:2]]
     missing = set(tally.expected) - set(tally.outcomes)
-    return 1 if bad or missing else 0
+    return 1 if bad or missing or not tally.outcomes else 0
 
 
 if __name__ == "__main__":
