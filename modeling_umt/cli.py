@@ -24,6 +24,7 @@ from processors.datasets import load_video_records, table_columns
 from processors.decoding import DecodeStats
 from processors.rows import RowCheck
 from processors.synthetic import ensure_synthetic_dataset
+from processors.video_io import DEFAULT_URL_DEADLINE, DEFAULT_URL_MAX_BYTES, DEFAULT_URL_RETRIES, DEFAULT_URL_TIMEOUT
 
 from .configuration_umt import UMTConfig
 from .teachers import ImageTeacher, build_teacher
@@ -207,6 +208,19 @@ class VideoDataArguments(SyntheticDataArguments):
         logger.info("Using the built-in synthetic videos at %s", root)
         return str(root / "metadata.csv"), root
 
+    # Video URLs: each read's timeout, retries with back-off, the whole download's deadline and size cap.
+    url_timeout: float = field(default=DEFAULT_URL_TIMEOUT, metadata={"help": "Seconds one read of a video URL may wait."})
+    url_retries: int = field(default=DEFAULT_URL_RETRIES, metadata={"help": "Retries of a failed video download "
+                                                                            "(exponential back-off: 0.5 s, 1 s, ...)."})
+    url_deadline: float = field(default=DEFAULT_URL_DEADLINE, metadata={"help": "Seconds a whole video download may "
+                                                                                "take, retries included."})
+    url_max_bytes: int = field(default=DEFAULT_URL_MAX_BYTES, metadata={"help": "Largest video download, in bytes."})
+
+    def url_options(self) -> dict:
+        """The four URL settings as `VideoClipDecoder` keyword arguments."""
+        return dict(url_timeout=self.url_timeout, url_retries=self.url_retries, url_deadline=self.url_deadline,
+                    url_max_bytes=self.url_max_bytes)
+
 
 def is_table(source: str, kind: str | None = None) -> bool:
     """Whether `source` is read as a CSV / JSONL table (`kind` "table", or inferred from its extension)."""
@@ -254,6 +268,11 @@ class ScriptTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False)
     dataloader_num_workers: int = field(default=2)
     seed: int = field(default=0)
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Train from scratch even when --output_dir holds checkpoints or a finished "
+                                         "run (its checkpoints are deleted and model/ replaced). Without it a rerun "
+                                         "resumes, and a finished run is left as it is."}
+    )
 
 
 @dataclass

@@ -12,6 +12,8 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 
+from .config_validation import NON_NEGATIVE, POSITIVE, POSITIVE_REAL, PROBABILITY, ValidatedConfigMixin, check_config_fields
+
 # Architecture presets of the released models (official_umt.md §1.1, §1.4). Use them with
 # `UMTConfig.from_preset("umt-b16", num_labels=400)`; extra keyword arguments override preset values.
 UMT_PRESETS: dict[str, dict] = {
@@ -33,6 +35,18 @@ UMT_PRESETS: dict[str, dict] = {
     ),
 }
 
+# Bounds of the numeric fields (types and finiteness come from the annotations; see config_validation.py).
+# tubelet_size, uta_num_layers and the dropouts keep their own messages in `validate_architecture`.
+UMT_FIELD_RANGES = {
+    "image_size": POSITIVE, "patch_size": POSITIVE, "num_channels": POSITIVE, "num_frames": POSITIVE,
+    "hidden_size": POSITIVE, "num_hidden_layers": NON_NEGATIVE, "num_attention_heads": POSITIVE,
+    "intermediate_size": POSITIVE, "layer_norm_eps": POSITIVE_REAL, "head_init_scale": NON_NEGATIVE,
+    "pos_embed_reference_frames": POSITIVE, "pos_embed_reference_grid": POSITIVE, "initializer_range": NON_NEGATIVE,
+    "uta_layer_interval": POSITIVE, "uta_output_dim": POSITIVE, "uta_head_norm_eps": POSITIVE_REAL,
+    "hidden_dropout_prob": PROBABILITY, "attention_probs_dropout_prob": PROBABILITY, "drop_path_rate": PROBABILITY,
+    "classifier_dropout": PROBABILITY,
+}
+
 _POOLINGS = ("mean", "temporal_mean")
 _POS_RULES = ("interpolated", "direct")
 _INITIALIZERS = ("trunc_normal", "xavier_uniform")
@@ -47,7 +61,7 @@ def _as_pair(value, name: str) -> tuple[int, int]:
 
 
 @strict
-class UMTConfig(PreTrainedConfig):
+class UMTConfig(ValidatedConfigMixin, PreTrainedConfig):
     r"""
     Configuration of a UMT video encoder and its heads.
 
@@ -166,6 +180,7 @@ class UMTConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: every message names the offending field, its value and what is expected."""
+        check_config_fields(self, UMT_FIELD_RANGES)
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
@@ -204,4 +219,4 @@ class UMTConfig(PreTrainedConfig):
             )
 
 
-__all__ = ["UMTConfig", "UMT_PRESETS"]
+__all__ = ["UMTConfig", "UMT_FIELD_RANGES", "UMT_PRESETS"]

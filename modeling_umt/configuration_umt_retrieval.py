@@ -8,11 +8,16 @@ UTA heads), `text_config` is a transformers `BertConfig`. The BERT is split at `
 
 from __future__ import annotations
 
+import logging
+
 from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 from transformers.configuration_utils import PreTrainedConfig
 
+from .config_validation import NON_NEGATIVE, POSITIVE, Range, ValidatedConfigMixin, check_config_fields
 from .configuration_umt import UMT_PRESETS, UMTConfig
+
+logger = logging.getLogger(__name__)
 
 # The video encoder as the official Stage-2 code builds it (official_umt.md §5.1): final norm, per-frame pooling
 # (`keep_temporal=True`), sin-cos table regenerated for any frame count, xavier init, 4 frames, and Stage-2 alignment
@@ -34,8 +39,17 @@ UMT_RETRIEVAL_PRESETS: dict[str, dict] = {
 }
 
 
+# Bounds of the numeric fields (types and finiteness come from the annotations; see config_validation.py).
+RETRIEVAL_FIELD_RANGES = {
+    "fusion_layer": NON_NEGATIVE, "embed_dim": POSITIVE, "vtc_loss_weight": NON_NEGATIVE,
+    "vtm_loss_weight": NON_NEGATIVE, "mlm_loss_weight": NON_NEGATIVE, "uta_loss_weight": NON_NEGATIVE,
+    "mask_token_id": NON_NEGATIVE, "cls_token_id": NON_NEGATIVE, "itm_rerank_k": POSITIVE,
+    "initializer_range": NON_NEGATIVE, "temperature_min": Range(low=0, low_open=True),
+}
+
+
 @strict
-class UMTRetrievalConfig(PreTrainedConfig):
+class UMTRetrievalConfig(ValidatedConfigMixin, PreTrainedConfig):
     r"""
     Configuration of `UMTForVideoTextRetrieval`: UMT video encoder + BERT text/fusion encoder + contrastive,
     matching and masked-language-modelling heads.
@@ -115,6 +129,11 @@ class UMTRetrievalConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: each message names the field, its value and what is expected."""
+        check_config_fields(self, RETRIEVAL_FIELD_RANGES)
+        if not isinstance(self.vision_config, UMTConfig):
+            raise TypeError(f"`vision_config` must be a UMTConfig or a dict, got {type(self.vision_config).__name__}.")
+        if not isinstance(self.text_config, BertConfig):
+            raise TypeError(f"`text_config` must be a BertConfig or a dict, got {type(self.text_config).__name__}.")
         layers = self.text_config.num_hidden_layers
         if not 0 <= self.fusion_layer <= layers:
             raise ValueError(
@@ -136,6 +155,12 @@ class UMTRetrievalConfig(PreTrainedConfig):
         for name in ("vtc_loss_weight", "vtm_loss_weight", "mlm_loss_weight", "uta_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+        vocab = self.text_config.vocab_size
+        for name in ("mask_token_id", "cls_token_id"):
+            value = getattr(self, name)
+            if value is not None and value >= vocab:  # a warning: a BERT is often given before its tokenizer's ids
+                logger.warning("`%s` (%d) is not a token id below `text_config.vocab_size` (%d): set it to the "
+                               "tokenizer's id before MLM (which refuses it).", name, value, vocab)
         if self.text_config.is_decoder or self.text_config.add_cross_attention:
             raise ValueError(
                 "`text_config` must be a plain BERT encoder (is_decoder=False, add_cross_attention=False): the fusion "
@@ -143,4 +168,4 @@ class UMTRetrievalConfig(PreTrainedConfig):
             )
 
 
-__all__ = ["UMTRetrievalConfig", "STAGE2_VISION_DEFAULTS", "UMT_RETRIEVAL_PRESETS"]
+__all__ = ["RETRIEVAL_FIELD_RANGES", "UMTRetrievalConfig", "STAGE2_VISION_DEFAULTS", "UMT_RETRIEVAL_PRESETS"]

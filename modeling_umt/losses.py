@@ -188,6 +188,9 @@ def mask_tokens_for_mlm(
 
     input_ids: (B, L) int. Returns (corrupted ids (B, L), labels (B, L) = original id where chosen, else -100).
     """
+    if not 0 <= mask_token_id < vocab_size:
+        raise ValueError(f"`mask_token_id` ({mask_token_id}) must be a token id of the vocabulary [0, {vocab_size}); "
+                         "set `config.mask_token_id` to the tokenizer's `mask_token_id`.")
     ids, labels = input_ids.clone(), input_ids.clone()
     chosen = torch.bernoulli(torch.full(ids.shape, float(probability))).bool().to(ids.device)
     for special in (pad_token_id, cls_token_id):

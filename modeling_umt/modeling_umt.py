@@ -30,6 +30,7 @@ from transformers.utils import logging
 
 from .alignment import UMTAlignmentHeads
 from .configuration_umt import UMTConfig
+from .inputs import check_pixel_values, check_token_mask
 from .masking import gather_visible
 from .positions import build_position_embeddings
 from .storage import AlignedLoadingMixin
@@ -453,8 +454,10 @@ class UMTVideoModel(UMTPreTrainedModel):
         """
         layers = self._intermediate_layers(indices)
         kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
+        check_pixel_values(pixel_values)
         if bool_masked_pos is not None:
-            bool_masked_pos = bool_masked_pos.to(device=pixel_values.device, dtype=torch.bool)
+            check_token_mask(bool_masked_pos)
+            bool_masked_pos = bool_masked_pos.to(device=pixel_values.device)
         hidden = self.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding)
         hidden, collected = self.encoder(hidden, collect_layers=layers, **kwargs)
         final_norm = self.layernorm if self.layernorm is not None else nn.Identity()
@@ -532,6 +535,7 @@ class UMTFrameLevelClassifier(UMTForVideoClassification):
     """
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> ImageClassifierOutput:
+        check_pixel_values(pixel_values)
         b, t = pixel_values.shape[:2]
         frames = pixel_values.reshape(b * t, 1, *pixel_values.shape[2:])
         tokens = self.umt(frames, interpolate_pos_encoding=True).last_hidden_state  # (B*T, HW, D)
@@ -570,6 +574,9 @@ class UMTForPreTraining(UMTPreTrainedModel):
     """
 
     def __init__(self, config: UMTConfig):
+        if config.num_uta_layers < 1:
+            raise ValueError(f"UMTForPreTraining aligns at least one layer: `uta_num_layers` must be >= 1, got "
+                             f"{config.uta_num_layers}.")
         if not config.use_final_norm:
             logger.info("UMTForPreTraining shares the encoder's final LayerNorm across aligned layers: use_final_norm=True.")
             config = copy.deepcopy(config)  # never flip the flag on the caller's config (other models may share it)

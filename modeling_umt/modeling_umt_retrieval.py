@@ -38,6 +38,7 @@ from transformers.utils import ModelOutput, logging
 from .alignment import UMTAlignmentHead, UMTAlignmentHeads
 from .configuration_umt import UMTConfig
 from .configuration_umt_retrieval import STAGE2_VISION_DEFAULTS, UMTRetrievalConfig
+from .inputs import check_text_inputs
 from .losses import mask_tokens_for_mlm, mlm_loss, video_text_similarity, vtc_loss, vtm_loss, vtm_negatives
 from .modeling_umt import UMTForPreTraining, UMTVideoModel
 from .modeling_umt_text import UMTTextModel
@@ -270,6 +271,7 @@ class UMTForVideoTextRetrieval(UMTRetrievalPreTrainedModel):
         """input_ids (B, L), attention_mask (B, L) -> tokens after the text-only layers (B, L, H), L2-normalised
         projection of [CLS] (or of the token mean, `config.text_pooling="mean"`) as pooler_output (B, E) and the raw
         projection (B, E)."""
+        check_text_inputs(input_ids, attention_mask)
         hidden = self.text_model(
             input_ids, attention_mask, token_type_ids=token_type_ids, position_ids=position_ids, mode="text", **kwargs
         ).last_hidden_state

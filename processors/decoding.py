@@ -30,7 +30,10 @@ import torch
 
 from .sampling import SAMPLING_RULES, sample_indices
 from .transforms import ClipTransform, EvalTransform, SampleTransform
-from .video_io import VideoDecodeError, VideoReader, describe_source
+from .video_io import (
+    DEFAULT_URL_DEADLINE, DEFAULT_URL_MAX_BYTES, DEFAULT_URL_RETRIES, DEFAULT_URL_TIMEOUT, VideoDecodeError, VideoReader,
+    describe_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +177,9 @@ class VideoClipDecoder:
             `SampleTransform` that receives the whole sample (to move boxes with the crop); default
             `EvalTransform(224)`.
         backend: "auto" (decord, then PyAV), "decord", "pyav" or "image" (still images as 1-frame videos).
+        url_timeout, url_retries, url_deadline, url_max_bytes: for http(s) sources, each socket read's timeout, the
+            retries (with exponential back-off), the whole download's deadline in seconds and its size cap in bytes
+            (`processors.video_io.fetch_url`); a download past either is a failed sample like any unreadable video.
         stats: counters for skipped samples; a new `DecodeStats()` by default (read it back as `.stats`).
         seed: when set, each sample's frame sampling and augmentation draw from a generator seeded by
             (seed, epoch, sample index) instead of the global one; `set_epoch` moves to the next epoch's draws.
@@ -192,8 +198,10 @@ class VideoClipDecoder:
         transform: Callable | SampleTransform | None = None,
         backend: str = "auto",
         stats: DecodeStats | None = None,
-        url_timeout: float = 30.0,
-        url_retries: int = 3,
+        url_timeout: float = DEFAULT_URL_TIMEOUT,
+        url_retries: int = DEFAULT_URL_RETRIES,
+        url_deadline: float = DEFAULT_URL_DEADLINE,
+        url_max_bytes: int = DEFAULT_URL_MAX_BYTES,
         seed: int | None = None,
         num_clips: int = 1,
     ):
@@ -211,6 +219,7 @@ class VideoClipDecoder:
         )
         self.stats = stats if stats is not None else DecodeStats()
         self.url_timeout, self.url_retries = url_timeout, url_retries
+        self.url_deadline, self.url_max_bytes = url_deadline, url_max_bytes
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -228,7 +237,8 @@ class VideoClipDecoder:
         source = video.get("bytes") or video.get("path") if isinstance(video, dict) else video
         if source is None:
             raise VideoDecodeError(describe_source(video), "the record has neither bytes nor a path")
-        return VideoReader(source, self.backend, timeout=self.url_timeout, retries=self.url_retries)
+        return VideoReader(source, self.backend, timeout=self.url_timeout, retries=self.url_retries,
+                           deadline=self.url_deadline, max_bytes=self.url_max_bytes)
 
     def frame_indices(self, video_length: int, generator: torch.Generator | None = None) -> np.ndarray:
         """Frame indices of one sample: (num_clips * num_frames,), clip 0's first."""

@@ -336,9 +336,18 @@ def eval_views(
         )
     if num_spatial_crops > 1 and crop_size is None:
         raise ValueError(f"num_spatial_crops={num_spatial_crops} needs a crop_size, got None")
+    if min(video.shape[-2:]) < 1:
+        raise ValueError(f"video frames must have a height and width >= 1, got {tuple(video.shape[-2:])}")
     if isinstance(resize, int):
-        video = tvF.resize(video, list(shortest_edge_size(*video.shape[-2:], resize)), interpolation=interpolation,
-                           antialias=True)  # fmt: skip
+        resized = shortest_edge_size(*video.shape[-2:], resize)
+        if crop_size is not None and _crop_first(resized, _pair(tuple(crop_size), "crop_size"), num_spatial_crops):
+            return _finish_views(
+                _crop_then_resize(video, resized, _pair(tuple(crop_size), "crop_size"), interpolation,
+                                  num_temporal_clips, num_spatial_crops), rescale_factor, mean, std,
+            )  # fmt: skip
+        if crop_size is None:  # the whole resized frames are the output
+            _check_output_bytes(video, resized)
+        video = tvF.resize(video, list(resized), interpolation=interpolation, antialias=True)
     elif resize is not None:
         video = tvF.resize(video, list(_pair(tuple(resize), "resize")), interpolation=interpolation, antialias=True)
     height, width = video.shape[-2:]
@@ -352,6 +361,51 @@ def eval_views(
             for top, left in boxes
         ]
     )  # (clips * crops, T, C, out_h, out_w), clip-major
+    return _finish_views(views, rescale_factor, mean, std)
+
+
+# A resized frame more than this many times the pixels of its crops is cropped first (extreme aspect ratios): the
+# full resized frame of a 16000 x 2 clip at shortest edge 224 would be 224 x 1792000 pixels per frame.
+CROP_FIRST_RATIO = 4
+# A resized clip kept whole (no crop) may not exceed this many bytes as float32 output.
+MAX_EVAL_OUTPUT_BYTES = 1 << 31
+
+
+def _crop_first(resized: tuple[int, int], crop: tuple[int, int], num_crops: int) -> bool:
+    return resized[0] * resized[1] > CROP_FIRST_RATIO * crop[0] * crop[1] * num_crops
+
+
+def _check_output_bytes(video: torch.Tensor, resized: tuple[int, int]) -> None:
+    size = video.shape[0] * video.shape[1] * resized[0] * resized[1] * 4
+    if size > MAX_EVAL_OUTPUT_BYTES:
+        raise ValueError(
+            f"resizing frames of {tuple(video.shape[-2:])} pixels to {resized} would take {size / 2**30:.1f} GiB for "
+            f"{video.shape[0]} frames (limit {MAX_EVAL_OUTPUT_BYTES / 2**30:.0f} GiB); give a crop_size or an exact "
+            "(height, width) resize"
+        )
+
+
+def _crop_then_resize(video, resized, crop, interpolation, num_temporal_clips: int, num_spatial_crops: int):
+    """The views `eval_views` would cut from the resized frames, made by resizing only the source region under each
+    view, so memory follows the output, not the resized frame. Pixels differ from the full resize only within the
+    filter's reach of a view's edge (the antialiasing window is cut there)."""
+    height, width = video.shape[-2:]
+    (rh, rw), (out_h, out_w) = resized, crop
+    sy, sx = height / rh, width / rw
+    per_box = []
+    for top, left in spatial_crop_boxes(rh, rw, out_h, out_w, num_spatial_crops):
+        y0, x0 = int(top * sy), int(left * sx)
+        y1, x1 = min(height, math.ceil((top + out_h) * sy)), min(width, math.ceil((left + out_w) * sx))
+        th, tw = max(out_h, round((y1 - y0) / sy)), max(out_w, round((x1 - x0) / sx))
+        region = tvF.resize(video[..., y0:y1, x0:x1], [th, tw], interpolation=interpolation, antialias=True)
+        oy, ox = min(th - out_h, max(0, round(top - y0 / sy))), min(tw - out_w, max(0, round(left - x0 / sx)))
+        per_box.append(region[..., oy : oy + out_h, ox : ox + out_w])
+    views = torch.stack([b.reshape(num_temporal_clips, -1, *b.shape[1:]) for b in per_box], dim=1)
+    return views.reshape(-1, *views.shape[2:])  # (clips * crops, T, C, out_h, out_w), clip-major
+
+
+def _finish_views(views: torch.Tensor, rescale_factor, mean, std) -> torch.Tensor:
+    """uint8 views -> float32, rescaled and normalised (the last step of `eval_views`)."""
     out = views.to(torch.float32)
     if rescale_factor is not None:
         out = out.div_(1.0 / rescale_factor)  # a division, as `normalize`: 1 / (1 / 255) is exactly 255.0

@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_URL_DEADLINE",
+    "DEFAULT_URL_MAX_BYTES",
+    "DEFAULT_URL_RETRIES",
+    "DEFAULT_URL_TIMEOUT",
     "VideoDecodeError",
     "VideoInfo",
     "VideoReader",
@@ -57,6 +61,7 @@ DEFAULT_URL_RETRIES = 3
 DEFAULT_URL_DEADLINE = 300.0  # seconds a whole download may take, retries and back-off included
 DEFAULT_URL_MAX_BYTES = 2 * 1024**3  # the largest body a download may bring
 _URL_CHUNK = 1 << 20
+_IMAGE_DEMUXERS = ("image2", "image2pipe")  # and every "<codec>_pipe" demuxer (png_pipe, jpeg_pipe, webp_pipe, ...)
 
 
 class VideoDecodeError(ValueError):
@@ -233,6 +238,11 @@ class _PyAVBackend:
         if not self._container.streams.video:
             self._container.close()
             raise ValueError("the file has no video stream")
+        demuxer = self._container.format.name
+        if demuxer.endswith("_pipe") or demuxer in _IMAGE_DEMUXERS:  # FFmpeg reads a still image as a 1-frame stream
+            self._container.close()
+            raise ValueError(f"it is a still image ({demuxer.removesuffix('_pipe')}), not a video; read images with "
+                             "backend='image' (ImageClipDecoder)")
         stream = self._container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate else None
@@ -352,7 +362,10 @@ def frames_to_tchw(frames: np.ndarray | torch.Tensor, layout: str | None = None)
     return tensor.contiguous()
 
 
-def _load_source(source: VideoSource, timeout: float, retries: int) -> str | bytes:
+def _load_source(
+    source: VideoSource, timeout: float, retries: int, deadline: float = DEFAULT_URL_DEADLINE,
+    max_bytes: int = DEFAULT_URL_MAX_BYTES,
+) -> str | bytes:
     """Path, URL, bytes or file object -> a local path or the file's bytes; checks the cheap failure cases."""
     name = describe_source(source)
     if isinstance(source, (str, os.PathLike)) and not _is_url(source):
@@ -365,7 +378,7 @@ def _load_source(source: VideoSource, timeout: float, retries: int) -> str | byt
             raise VideoDecodeError(name, "the file is empty (0 bytes)")
         return path
     if _is_url(source):
-        data = fetch_url(source, timeout=timeout, retries=retries)
+        data = fetch_url(source, timeout=timeout, retries=retries, deadline=deadline, max_bytes=max_bytes)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif hasattr(source, "read"):
@@ -398,7 +411,8 @@ class VideoReader:
             (numpy / torch uint8, THWC or TCHW; see `frames_to_tchw`).
         backend: "auto" (decord, then PyAV if decord is missing or fails), "decord", "pyav", or "image" (a still
             image, read with PIL as a 1-frame video). Ignored for decoded frames.
-        timeout, retries: for URLs, see `fetch_url`.
+        timeout, retries, deadline, max_bytes: for URLs, see `fetch_url` (a download gives up after `deadline`
+            seconds in all, or once its body passes `max_bytes`).
     Attributes:
         num_frames, fps: known as soon as the video is open.
         info: a `VideoInfo`; reading its frame size before any `get_frames` costs decord one decoded frame.
@@ -413,6 +427,8 @@ class VideoReader:
         backend: str = "auto",
         timeout: float = DEFAULT_URL_TIMEOUT,
         retries: int = DEFAULT_URL_RETRIES,
+        deadline: float = DEFAULT_URL_DEADLINE,
+        max_bytes: int = DEFAULT_URL_MAX_BYTES,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -424,7 +440,7 @@ class VideoReader:
             self._data = None
             self._backend = _ArrayBackend(frames_to_tchw(source))
         else:
-            self._data = _load_source(source, timeout, retries)
+            self._data = _load_source(source, timeout, retries, deadline, max_bytes)
             self._backend = self._open_next(["decord", "pyav"] if backend == "auto" else [backend])
         self.num_frames, self.fps = self._backend.num_frames, self._backend.fps
         if self.num_frames <= 0:

@@ -50,7 +50,10 @@ def test_pipeline_runs_every_stage_then_skips_them_on_rerun(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
     stamp = (out / "stage1" / "model" / "model.safetensors").stat().st_mtime_ns
+    before = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     second = _run(out, tmp_path)
+    after = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before and "nothing to do" in second.stdout  # a rerun leaves every byte as it was
     for stage in ("stage1", "stage2", "finetune", "retrieval"):
         assert f"[pipeline] {stage}: outputs in" in second.stdout and "skipped" in second.stdout
     assert (out / "stage1" / "model" / "model.safetensors").stat().st_mtime_ns == stamp

@@ -246,7 +246,8 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments, p
         erase_prob=data_args.reprob,
     )
     train_decoder = VideoClipDecoder(
-        data_args.num_frames, sampling="sparse_train", transform=transform, stats=stats, seed=training_args.seed
+        data_args.num_frames, sampling="sparse_train", transform=transform, stats=stats, seed=training_args.seed,
+        **data_args.url_options(),
     )
     if data_args.preload_videos:
         if data_args.streaming:
@@ -265,7 +266,8 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments, p
             records = records.select(range(min(len(records), data_args.max_eval_samples)))
         if hasattr(records, "__len__") and len(records) == 0:
             return None
-        decoder = MultiViewClipDecoder(processor, data_args.num_frames, clips, crops, stats=stats)
+        decoder = MultiViewClipDecoder(processor, data_args.num_frames, clips, crops, stats=stats,
+                                       **data_args.url_options())
         return decode_videos(records, decoder)
 
     validation = evaluation_set(data_args.eval_split, data_args.eval_num_clips, data_args.eval_num_crops)

@@ -11,7 +11,8 @@ Stages, run in order (each a subprocess with that script's defaults, chained by 
                                                                 Stage-1 encoder), multi-view test top-1 / top-5
   4. retrieval  run_retrieval.py --model_name_or_path stage2/model  zero-shot text-to-video / video-to-text R@1
 
-A stage whose outputs exist is skipped; an interrupted one resumes from its last checkpoint (the scripts'
+A stage whose outputs exist is skipped (and when every stage and the results exist, nothing is written at all: a rerun
+leaves the folder byte-identical); an interrupted one resumes from its last checkpoint (the scripts'
 `--resume_from_checkpoint` logic), so rerunning after a crash or Ctrl-C continues where it stopped. At the end it
 prints a results table (per stage: what was trained, loss at start and end, metric) and writes under --output_dir:
 
@@ -82,6 +83,9 @@ def stages(out: str) -> list[Stage]:
             outputs=("retrieval_metrics.json",),
         ),
     ]
+
+
+RESULT_FILES = ("results.json", "results.md", "figures/loss_curves.png", "figures/semantic_masks.png")
 
 
 def is_done(stage: Stage, stage_dir: str) -> bool:
@@ -219,6 +223,14 @@ def main(argv: list[str] | None = None) -> dict:
         extra = [*data, *shlex.split(getattr(args, f"{stage.name}_args"))]
         seconds = run_stage(stage, stage_dir, extra, force=stage.name in args.force)
         results[stage.name] = {"what": stage.what, "dir": stage_dir, "seconds": None if seconds is None else round(seconds, 1)}
+    if all(results[name]["seconds"] is None for name in stage_dirs) and all(
+        os.path.isfile(os.path.join(out, name)) for name in RESULT_FILES
+    ):  # a rerun of a finished pipeline: every output stays as it is
+        with open(os.path.join(out, "results.md")) as f:
+            print("\n" + f.read())
+        print(f"[pipeline] every stage and the results in {out} exist: nothing to do")
+        with open(os.path.join(out, "results.json")) as f:
+            return json.load(f)
 
     results["stage1"]["losses"] = loss_summary(stage_dirs["stage1"])
     results["stage1"]["features"] = check_features(os.path.join(stage_dirs["stage1"], "model"), synthetic)

@@ -106,10 +106,13 @@ def run(args: RetrievalArguments, training_args: RetrievalTrainingArguments) -> 
             processing_class=tokenizer,  # the final folder gets a UMTProcessor built on it
             callbacks=[DecoderEpochCallback(decoder)],
         )
-        trainer.train()
-        # every process joins the save (it has barriers); the main one writes, processor and card inside the folder
-        trainer.save_model_atomic(os.path.join(training_args.output_dir, "model"), card_arguments=(args,),
-                                  max_text_length=args.max_text_length)
+        final_dir = os.path.join(training_args.output_dir, "model")
+        if not trainer.train_resuming(final_dir) and os.path.isdir(final_dir):
+            logger.info("The fine-tuning in %s is finished: evaluating its saved model %s", training_args.output_dir,
+                        final_dir)
+            model = AutoModel.from_pretrained(final_dir)
+        else:  # every process joins the save (it has barriers); the main one writes, processor and card inside the folder
+            trainer.save_model_atomic(final_dir, card_arguments=(args,), max_text_length=args.max_text_length)
 
     source, split = args.annotations, args.split
     if source is None:

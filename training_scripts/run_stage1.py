@@ -114,6 +114,7 @@ def build_dataset(data_args: DataArguments, training_args: TrainingArguments):
         transform=Stage1TrainTransform(data_args.image_size, flip_prob=0.5 if data_args.flip else 0.0),
         stats=stats,
         seed=training_args.seed,  # per-sample draws: a resumed run sees exactly the clips an uninterrupted one would
+        **data_args.url_options(),
     )
     return decode_videos(records, decoder), decoder
 

@@ -198,13 +198,13 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments):
     else:
         raise ValueError(f"`--data_format` must be 'webvid' or 'auto', got {data_args.data_format!r}.")
     decoders = {"video": VideoClipDecoder(num_frames=data_args.num_frames, sampling="rand", transform=transform,
-                                          stats=stats, seed=training_args.seed)}  # fmt: skip
+                                          stats=stats, seed=training_args.seed, **data_args.url_options())}  # fmt: skip
     out = {"video": decode_videos(records, decoders["video"])}
     if data_args.image_data:
         images = check.apply(records_from_image_text(data_args.image_data, image_root=data_args.image_root,
                                                      streaming=data_args.streaming), data_args.image_data)
         # Another seed: image i and video i must not share their augmentation draws.
-        decoders["image"] = ImageClipDecoder(transform, stats=stats, seed=training_args.seed + 1)
+        decoders["image"] = ImageClipDecoder(transform, stats=stats, seed=training_args.seed + 1, **data_args.url_options())
         out["image"] = decode_videos(images, decoders["image"])
     return out, list(decoders.values())
 

@@ -197,12 +197,23 @@ class UMTTrainer(Trainer):
         A run whose checkpoint already reached its end (`max_steps`, or every epoch of `num_train_epochs`) is
         finished: it is not trained again (the Trainer would take one more step past `max_steps`) and nothing is
         written. When its final model (`final_dir`) is missing, because a kill interrupted the final save, the model
-        gets that checkpoint's weights so that the caller can still save it. Returns True when it trained, False
-        when the run had already finished.
+        gets that checkpoint's weights so that the caller can still save it. A run that saves no checkpoints
+        (`--save_strategy no`) is finished when `final_dir` exists and the `trainer_state.json` beside it reached
+        the end. `--overwrite_output_dir` (an `overwrite_output_dir` argument) trains from scratch instead, after
+        deleting the old checkpoints. Returns True when it trained, False when the run had already finished.
         """
         checkpoint = self.args.resume_from_checkpoint
-        if checkpoint is None and os.path.isdir(self.args.output_dir):
+        if getattr(self.args, "overwrite_output_dir", False):
+            self._delete_checkpoints()
+        elif checkpoint is None and os.path.isdir(self.args.output_dir):
             checkpoint = get_last_checkpoint(self.args.output_dir)
+            state_file = os.path.join(self.args.output_dir, TRAINER_STATE_NAME)
+            if checkpoint is None and final_dir is not None and os.path.isdir(final_dir) and os.path.isfile(state_file):
+                if self.is_finished(self.args.output_dir):
+                    logger.warning("%s already holds the end of this run (step %d) and its model %s; not training "
+                                   "again. Pass --overwrite_output_dir to train it anew.", self.args.output_dir,
+                                   _checkpoint_state(self.args.output_dir).global_step, final_dir)
+                    return False
         if checkpoint is not None and self.is_finished(checkpoint):
             logger.warning(
                 "%s already reached the end of this run (step %d); not training again. Raise --max_steps to "
@@ -223,6 +234,15 @@ class UMTTrainer(Trainer):
         self.save_metrics("train", result.metrics)
         self.save_state()
         return True
+
+    def _delete_checkpoints(self) -> None:
+        """Remove the checkpoints of an earlier run in `output_dir` (main process), so that a fresh run neither
+        resumes from nor rotates against them."""
+        if self.args.should_save and os.path.isdir(self.args.output_dir):
+            for name in os.listdir(self.args.output_dir):
+                if name.startswith((f"{PREFIX_CHECKPOINT_DIR}-", f".staging-{PREFIX_CHECKPOINT_DIR}-")):
+                    shutil.rmtree(os.path.join(self.args.output_dir, name), ignore_errors=True)
+        self.accelerator.wait_for_everyone()
 
     def is_finished(self, checkpoint: str) -> bool:
         """Whether `checkpoint` is the end of the run these arguments describe."""
