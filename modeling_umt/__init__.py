@@ -7,7 +7,7 @@ Importing this package registers the UMT classes with transformers' Auto classes
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
 
-from .configuration_umt import UMT_PRESETS, UMTConfig
+from .configuration_umt import UMT_PRESETS, UMTConfig, UMTDetectionConfig
 from .configuration_umt_retrieval import UMTRetrievalConfig
 from .alignment import UMTAlignmentHeads
 from .loading import load_video_classifier, select_label_subset
@@ -21,6 +21,7 @@ from .modeling_umt import (
     UMTPreTrainedModel,
     UMTVideoModel,
 )
+from .modeling_umt_detection import UMTActionDetectionOutput, UMTForVideoActionDetection
 from .modeling_umt_retrieval import UMTForVideoTextRetrieval, UMTVideoTextOutput
 
 AutoConfig.register("umt", UMTConfig, exist_ok=True)
@@ -28,6 +29,10 @@ AutoModel.register(UMTConfig, UMTVideoModel, exist_ok=True)
 AutoModelForVideoClassification.register(UMTConfig, UMTForVideoClassification, exist_ok=True)
 AutoModelForPreTraining.register(UMTConfig, UMTForPreTraining, exist_ok=True)
 AutoConfig.register("umt_retrieval", UMTRetrievalConfig, exist_ok=True)
+# transformers has no auto class for spatio-temporal action detection: the detector has its own model type, so
+# `AutoModel` returns it (as `UMTRetrievalConfig` does for retrieval).
+AutoConfig.register("umt_detection", UMTDetectionConfig, exist_ok=True)
+AutoModel.register(UMTDetectionConfig, UMTForVideoActionDetection, exist_ok=True)
 AutoModel.register(UMTRetrievalConfig, UMTForVideoTextRetrieval, exist_ok=True)
 
 # `auto_map` in saved configs, so a saved directory also loads through remote code on the Hub.
@@ -37,6 +42,8 @@ UMTForVideoClassification.register_for_auto_class("AutoModelForVideoClassificati
 UMTForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 UMTRetrievalConfig.register_for_auto_class()
 UMTForVideoTextRetrieval.register_for_auto_class("AutoModel")
+UMTDetectionConfig.register_for_auto_class()
+UMTForVideoActionDetection.register_for_auto_class("AutoModel")
 
 
 def _register_video_processor() -> None:
@@ -69,4 +76,7 @@ __all__ = [
     "UMTRetrievalConfig",
     "UMTForVideoTextRetrieval",
     "UMTVideoTextOutput",
+    "UMTDetectionConfig",
+    "UMTForVideoActionDetection",
+    "UMTActionDetectionOutput",
 ]
