@@ -47,14 +47,17 @@ UMTForVideoActionDetection.register_for_auto_class("AutoModel")
 
 
 def _register_video_processor() -> None:
-    """Register UMTVideoProcessor with AutoVideoProcessor when the processors package is importable."""
+    """Register UMTVideoProcessor (and the detection processor) with AutoVideoProcessor when the processors package is
+    importable."""
     try:
         from processors.video_processing_umt import UMTVideoProcessor
+        from processors.video_processing_umt_detection import UMTDetectionVideoProcessor
     except ImportError:  # the processors package is optional for model-only use
         return
     from transformers import AutoVideoProcessor
 
     AutoVideoProcessor.register(UMTConfig, video_processor_class=UMTVideoProcessor, exist_ok=True)
+    AutoVideoProcessor.register(UMTDetectionConfig, video_processor_class=UMTDetectionVideoProcessor, exist_ok=True)
 
 
 _register_video_processor()
