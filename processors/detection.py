@@ -278,13 +278,15 @@ class DetectionEvalTransform(SampleTransform):
     """Official AVA test transform: resize the short side to `short_side` (no crop), Detectron normalisation on 0-255
     values, zero-pad height and width to multiples of `pad_multiple` (the official collator's 16). Adds
     `proposal_boxes` (the boxes in pixels of the resized frame, what scores are paired with), `boxes` (the same
-    enlarged by `extend` -- what the model pools; None keeps them) and `frame_size` (height, width) before padding."""
+    enlarged by `extend` -- what the model pools; None keeps them), `frame_size` (height, width) before padding and
+    `original_size` (height, width) of the decoded frames."""
 
     def __init__(self, short_side: int = 256, pad_multiple: int = 16, extend: Sequence[float] | None = TEST_EXTEND,
                  mean=AVA_MEAN, std=AVA_STD):
         self.short_side, self.pad_multiple, self.extend, self.mean, self.std = short_side, pad_multiple, extend, mean, std
 
     def __call__(self, sample: dict, generator: torch.Generator | None = None) -> dict:
+        original = torch.tensor(sample["pixel_values"].shape[-2:])
         video = _resize(sample["pixel_values"], self.short_side)
         h, w = video.shape[-2:]
         boxes = _check_boxes(sample["boxes"]) * torch.tensor([w, h, w, h], dtype=torch.float32)
@@ -293,7 +295,7 @@ class DetectionEvalTransform(SampleTransform):
         video = F.pad(video, (0, pw, 0, ph))
         model_boxes = boxes if self.extend is None else extend_boxes(boxes, (h, w), self.extend)
         return dict(sample, pixel_values=video, boxes=model_boxes, proposal_boxes=boxes,
-                    frame_size=torch.tensor([h, w]))
+                    frame_size=torch.tensor([h, w]), original_size=original)
 
 
 class DetectionCollator:
