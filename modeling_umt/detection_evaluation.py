@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 import torch
 
-from processors.detection import boxes_to_normalized, make_image_key
+from processors.detection import boxes_to_normalized, make_image_key, read_ava_annotations, read_ava_exclusions
 
-__all__ = ["box_iou", "collect_detections", "frame_average_precision", "voc_average_precision",
-           "groundtruth_from_annotations"]
+__all__ = ["ava_frame_map_metrics", "box_iou", "collect_detections", "frame_average_precision",
+           "groundtruth_from_annotations", "voc_average_precision"]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -171,3 +171,27 @@ def collect_detections(
     finally:
         model.train(was_training)
     return out
+
+
+def ava_frame_map_metrics(
+    groundtruth_csv: str,
+    label_map: Mapping[int, str],
+    exclusions: str | None = None,
+    groups: Mapping[str, Iterable[int]] | None = None,
+) -> Callable[[dict], dict[str, float]]:
+    """A `metrics_from_detections` for `UMTActionDetectionTrainer`: frame-mAP@0.5 (percent) over the actions of
+    `label_map` against the AVA ground-truth CSV, skipping `exclusions`; also the AP of every action
+    (`AP@0.5/<name>`) and the mean AP of each named group of action ids (`mAP@0.5/<group>`)."""
+    groundtruth = groundtruth_from_annotations(read_ava_annotations(groundtruth_csv, class_ids=label_map))
+    excluded = read_ava_exclusions(exclusions)
+
+    def metrics(detections: dict) -> dict[str, float]:
+        result = frame_average_precision(groundtruth, detections, label_map, excluded)
+        out = {"mAP@0.5": 100 * result["mAP"]}
+        out.update({f"AP@0.5/{label_map[c]}": 100 * ap for c, ap in result["AP"].items()})
+        for name, ids in (groups or {}).items():
+            aps = [result["AP"][int(c)] for c in ids if not np.isnan(result["AP"][int(c)])]
+            out[f"mAP@0.5/{name}"] = 100 * float(np.mean(aps)) if aps else float("nan")
+        return out
+
+    return metrics

@@ -30,7 +30,7 @@ from .transforms import SampleTransform, shortest_edge_size
 
 __all__ = [
     "AVA_MEAN", "AVA_STD", "AVA_PROPOSAL_THRESHOLD", "DetectionCollator", "DetectionEvalTransform",
-    "DetectionTrainTransform", "boxes_to_normalized", "extend_boxes", "jitter_boxes", "make_image_key",
+    "DetectionTrainTransform", "boxes_to_normalized", "extend_boxes", "jitter_boxes", "keyframe_clip", "make_image_key",
     "read_ava_annotations", "read_ava_exclusions", "read_ava_label_map", "read_ava_proposals", "records_from_ava",
 ]
 
@@ -234,6 +234,12 @@ def _normalize_255(video: torch.Tensor, mean: Sequence[float], std: Sequence[flo
     return (video.float() - m) / s
 
 
+def keyframe_clip(video: torch.Tensor) -> torch.Tensor:
+    """The clip's keyframe (its middle frame, index T // 2, as AVA's keyframe sits at the centre of its window)
+    repeated T times: the input of a baseline that sees only the keyframe through the same model."""
+    return video[video.shape[0] // 2].unsqueeze(0).expand_as(video).clone()
+
+
 def _resize(video: torch.Tensor, short_side: int) -> torch.Tensor:
     h, w = shortest_edge_size(*video.shape[-2:], short_side)
     return tvF.resize(video, [h, w], antialias=True)
@@ -243,15 +249,18 @@ class DetectionTrainTransform(SampleTransform):
     """Official AVA training transform on a sample with normalised `boxes`: resize the short side to `short_side`,
     random `crop_size` crop (boxes shifted and clipped; boxes left with no area are dropped with their labels and
     scores), horizontal flip (p=`flip_prob`), box jitter (`jitter_boxes`), Detectron normalisation on 0-255 values.
-    Output boxes are xyxy pixels of the crop. Pass `flip_prob=0` for data whose actions name directions."""
+    Output boxes are xyxy pixels of the crop. Pass `flip_prob=0` for data whose actions name directions;
+    `keyframe_only` replaces the clip by its keyframe repeated (`keyframe_clip`)."""
 
     def __init__(self, short_side: int = 256, crop_size: int = 224, flip_prob: float = 0.5,
-                 jitter: Sequence[float] | None = TRAIN_JITTER, mean=AVA_MEAN, std=AVA_STD):
+                 jitter: Sequence[float] | None = TRAIN_JITTER, mean=AVA_MEAN, std=AVA_STD,
+                 keyframe_only: bool = False):
         self.short_side, self.crop_size, self.flip_prob, self.jitter = short_side, crop_size, flip_prob, jitter
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.keyframe_only = mean, std, keyframe_only
 
     def __call__(self, sample: dict, generator: torch.Generator | None = None) -> dict:
-        video = _resize(sample["pixel_values"], self.short_side)
+        video = sample["pixel_values"]
+        video = _resize(keyframe_clip(video) if self.keyframe_only else video, self.short_side)
         h, w = video.shape[-2:]
         boxes = _check_boxes(sample["boxes"]) * torch.tensor([w, h, w, h], dtype=torch.float32)
         top = int(torch.randint(h - self.crop_size + 1, (1,), generator=generator))
@@ -279,15 +288,17 @@ class DetectionEvalTransform(SampleTransform):
     values, zero-pad height and width to multiples of `pad_multiple` (the official collator's 16). Adds
     `proposal_boxes` (the boxes in pixels of the resized frame, what scores are paired with), `boxes` (the same
     enlarged by `extend` -- what the model pools; None keeps them), `frame_size` (height, width) before padding and
-    `original_size` (height, width) of the decoded frames."""
+    `original_size` (height, width) of the decoded frames. `keyframe_only`: see `DetectionTrainTransform`."""
 
     def __init__(self, short_side: int = 256, pad_multiple: int = 16, extend: Sequence[float] | None = TEST_EXTEND,
-                 mean=AVA_MEAN, std=AVA_STD):
+                 mean=AVA_MEAN, std=AVA_STD, keyframe_only: bool = False):
         self.short_side, self.pad_multiple, self.extend, self.mean, self.std = short_side, pad_multiple, extend, mean, std
+        self.keyframe_only = keyframe_only
 
     def __call__(self, sample: dict, generator: torch.Generator | None = None) -> dict:
-        original = torch.tensor(sample["pixel_values"].shape[-2:])
-        video = _resize(sample["pixel_values"], self.short_side)
+        video = sample["pixel_values"]
+        original = torch.tensor(video.shape[-2:])
+        video = _resize(keyframe_clip(video) if self.keyframe_only else video, self.short_side)
         h, w = video.shape[-2:]
         boxes = _check_boxes(sample["boxes"]) * torch.tensor([w, h, w, h], dtype=torch.float32)
         video = _normalize_255(video, self.mean, self.std)
