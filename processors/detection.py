@@ -186,7 +186,7 @@ def records_from_ava(
     """One record per annotated keyframe (or, with `proposals`, per keyframe with a proposal above the threshold).
 
     video_template: the clip of a keyframe, e.g. "clips/{video_id}/{timestamp}.mp4" (AVA is cut into clips centred
-        on each keyframe beforehand).
+        on each keyframe beforehand; `timestamp` is an int, so "{timestamp:04d}" zero-pads it).
     label_ids: the action ids of the label columns, in order (e.g. the 80 ids 1..80, or a label map's ids).
     Records: {"video", "video_id", "timestamp", "boxes" (K, 4) normalised xyxy, "labels" (K, C) float multi-hot,
     "box_scores" (K,)}. Ground-truth boxes (training) score 1; with `proposals` the boxes are the proposals and their
@@ -220,7 +220,7 @@ def records_from_ava(
         else:
             boxes, labels = list(boxes_of[key]), list(boxes_of[key].values())
             scores = [1.0] * len(boxes)
-        records.append(dict(video=video_template.format(video_id=video_id, timestamp=ts), video_id=video_id,
+        records.append(dict(video=video_template.format(video_id=video_id, timestamp=int(ts)), video_id=video_id,
                             timestamp=int(ts), boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                             labels=torch.tensor(labels, dtype=torch.float32).reshape(-1, len(column)),
                             box_scores=torch.tensor(scores, dtype=torch.float32)))
