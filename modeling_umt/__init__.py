@@ -9,7 +9,7 @@ Importing this package registers the UMT classes with transformers' Auto classes
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .configuration_umt import UMT_PRESETS, UMTConfig
+from .configuration_umt import UMT_PRESETS, UMTConfig, UMTDetectionConfig
 from .configuration_umt_retrieval import UMTRetrievalConfig
 from .alignment import UMTAlignmentHeads
 from .loading import load_video_classifier, select_label_subset
@@ -23,6 +23,7 @@ from .modeling_umt import (
     UMTPreTrainedModel,
     UMTVideoModel,
 )
+from .modeling_umt_detection import UMTActionDetectionOutput, UMTForVideoActionDetection
 from .modeling_umt_retrieval import UMTForVideoTextRetrieval, UMTVideoTextOutput
 from .zero_shot import UMTZeroShotVideoClassificationPipeline
 
@@ -31,6 +32,10 @@ AutoModel.register(UMTConfig, UMTVideoModel, exist_ok=True)
 AutoModelForVideoClassification.register(UMTConfig, UMTForVideoClassification, exist_ok=True)
 AutoModelForPreTraining.register(UMTConfig, UMTForPreTraining, exist_ok=True)
 AutoConfig.register("umt_retrieval", UMTRetrievalConfig, exist_ok=True)
+# transformers has no auto class for spatio-temporal action detection: the detector has its own model type, so
+# `AutoModel` returns it (as `UMTRetrievalConfig` does for retrieval).
+AutoConfig.register("umt_detection", UMTDetectionConfig, exist_ok=True)
+AutoModel.register(UMTDetectionConfig, UMTForVideoActionDetection, exist_ok=True)
 AutoModel.register(UMTRetrievalConfig, UMTForVideoTextRetrieval, exist_ok=True)
 
 PIPELINE_REGISTRY.register_pipeline(
@@ -45,14 +50,17 @@ UMTForVideoClassification.register_for_auto_class("AutoModelForVideoClassificati
 UMTForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 UMTRetrievalConfig.register_for_auto_class()
 UMTForVideoTextRetrieval.register_for_auto_class("AutoModel")
+UMTDetectionConfig.register_for_auto_class()
+UMTForVideoActionDetection.register_for_auto_class("AutoModel")
 
 
 def _register_video_processor() -> None:
-    """Register UMTVideoProcessor (every UMT model) and UMTProcessor (video-text models) with AutoVideoProcessor and
-    AutoProcessor when the processors package is importable."""
+    """Register UMTVideoProcessor (every UMT model), UMTProcessor (video-text models) and the detection video processor
+    with AutoVideoProcessor and AutoProcessor when the processors package is importable."""
     try:
         from processors.processing_umt import UMTProcessor
         from processors.video_processing_umt import UMTVideoProcessor
+        from processors.video_processing_umt_detection import UMTDetectionVideoProcessor
     except ImportError:  # the processors package is optional for model-only use
         return
     from transformers import AutoProcessor, AutoVideoProcessor
@@ -60,6 +68,7 @@ def _register_video_processor() -> None:
     AutoVideoProcessor.register(UMTConfig, video_processor_class=UMTVideoProcessor, exist_ok=True)
     AutoVideoProcessor.register(UMTRetrievalConfig, video_processor_class=UMTVideoProcessor, exist_ok=True)
     AutoProcessor.register(UMTRetrievalConfig, UMTProcessor, exist_ok=True)
+    AutoVideoProcessor.register(UMTDetectionConfig, video_processor_class=UMTDetectionVideoProcessor, exist_ok=True)
 
 
 _register_video_processor()
@@ -82,4 +91,7 @@ __all__ = [
     "UMTForVideoTextRetrieval",
     "UMTVideoTextOutput",
     "UMTZeroShotVideoClassificationPipeline",
+    "UMTDetectionConfig",
+    "UMTForVideoActionDetection",
+    "UMTActionDetectionOutput",
 ]

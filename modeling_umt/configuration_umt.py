@@ -219,4 +219,17 @@ class UMTConfig(ValidatedConfigMixin, PreTrainedConfig):
             )
 
 
-__all__ = ["UMTConfig", "UMT_FIELD_RANGES", "UMT_PRESETS"]
+@strict
+class UMTDetectionConfig(UMTConfig):
+    r"""
+    Configuration of `UMTForVideoActionDetection` (AVA-style action detection): a `UMTConfig` of its own model type,
+    so that `AutoModel` loads the detector from a saved folder. Same fields; the detector always reads final-norm
+    tokens (`use_final_norm=True`). `num_labels` is the number of actions (AVA: 80 ids, 60 evaluated).
+    """
+
+    model_type = "umt_detection"
+
+    use_final_norm: bool = True
+
+
+__all__ = ["UMTConfig", "UMTDetectionConfig", "UMT_FIELD_RANGES", "UMT_PRESETS"]

@@ -1,5 +1,6 @@
 """Loading a video classifier to fine-tune: from a classifier, a Stage-1 student or a bare encoder checkpoint
-(`load_video_classifier`), and head transfer to a subset of its classes (`select_label_subset`)."""
+(`load_video_classifier`), and head transfer to a subset of its classes (`select_label_subset`); loading an action
+detector to fine-tune from any of these or from a detector (`load_action_detector`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import torch
 from torch import nn
 from transformers.utils import logging as hf_logging
 
-from .configuration_umt import UMTConfig
+from .configuration_umt import UMTConfig, UMTDetectionConfig
 from .modeling_umt import UMTForVideoClassification
+from .modeling_umt_detection import UMTForVideoActionDetection
 
 logger = hf_logging.get_logger(__name__)
 
@@ -132,4 +134,57 @@ def load_video_classifier(
     return model
 
 
-__all__ = ["load_video_classifier", "select_label_subset"]
+def load_action_detector(name_or_path: str | os.PathLike, id2label: dict[int, str], **config_overrides):
+    """A `UMTForVideoActionDetection` to fine-tune from a saved UMT directory (detector, classifier, Stage-1 student
+    or bare encoder), as the official AVA fine-tuning loads a K710 classifier:
+
+    - the encoder's weights load; its final LayerNorm too when the checkpoint has one (Stage 1, a detector), else it
+      starts fresh (a classifier normalises its pooled vector instead: its fc_norm is dropped, as official);
+    - the action head is new unless the checkpoint is a detector with the same number of actions;
+    - position table: a checkpoint trained with the `"direct"` rule (Stage 1) gets the `"interpolated"` rule with its
+      own layout as the reference (the same table there; resized per input frame elsewhere, as official); a
+      checkpoint already on the interpolated rule keeps its reference.
+
+    Args:
+        id2label: the actions, one per logit column. config_overrides: UMTConfig fields (e.g. drop_path_rate=0.2).
+    """
+    source = UMTConfig.from_pretrained(name_or_path) if not _is_detector(name_or_path) else (
+        UMTDetectionConfig.from_pretrained(name_or_path))
+    fields = {k: v for k, v in source.to_dict().items()
+              if k in UMTDetectionConfig.__dataclass_fields__ and k not in ("model_type", "transformers_version")}
+    if source.position_embedding_type == "direct":
+        t, gh, gw = source.grid_size
+        if gh != gw:
+            raise ValueError(f"`{name_or_path}` has a non-square token grid {gh}x{gw}: no square reference layout.")
+        fields.update(position_embedding_type="interpolated", pos_embed_reference_frames=source.num_frames,
+                      pos_embed_reference_grid=gh)
+    for key in config_overrides:
+        if key not in UMTDetectionConfig.__dataclass_fields__:
+            raise ValueError(f"`{key}` is not a UMTConfig field.")
+    fields.update(config_overrides, use_final_norm=True, num_labels=len(id2label), id2label=dict(id2label),
+                  label2id={v: k for k, v in id2label.items()}, architectures=["UMTForVideoActionDetection"])
+    fields.pop("auto_map", None)
+    config = UMTDetectionConfig(**fields)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the expected differences are checked below instead of printed as problems
+    try:
+        model, info = UMTForVideoActionDetection.from_pretrained(
+            name_or_path, config=config, ignore_mismatched_sizes=True, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    expected = re.compile(r"^(classifier\.|umt\.layernorm\.)")
+    odd = sorted(k for k in info["missing_keys"] if not expected.match(k))
+    odd += sorted(str(k) for k in info["mismatched_keys"] if not str(k).startswith("classifier."))
+    if odd:
+        logger.warning("Loading %s as a detector backbone: unexpected differences %s", name_or_path, odd)
+    logger.info("Detector from %s: new %s", name_or_path,
+                ", ".join(sorted({k.split(".")[0] if k.startswith("classifier") else "final norm"
+                                  for k in info["missing_keys"]})) or "nothing")
+    return model
+
+
+def _is_detector(name_or_path) -> bool:
+    return UMTConfig.get_config_dict(name_or_path)[0].get("model_type") == UMTDetectionConfig.model_type
+
+
+__all__ = ["load_action_detector", "load_video_classifier", "select_label_subset"]

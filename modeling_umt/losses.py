@@ -223,8 +223,22 @@ def mlm_loss(prediction_logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits, labels, ignore_index=-100)
 
 
+def action_detection_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The official AVA loss: binary cross-entropy with logits, averaged over boxes and classes, times the number of
+    boxes (`engine_for_finetuning.train_class_batch`): a sum over boxes of the mean over classes.
+
+    logits, labels: (K, num_labels), labels multi-hot (or soft) in [0, 1]. Returns a float32 scalar (0 for K = 0).
+    """
+    if logits.shape != labels.shape:
+        raise ValueError(f"`labels` must have the shape of `logits` {tuple(logits.shape)}, got {tuple(labels.shape)}.")
+    if logits.shape[0] == 0:
+        return logits.float().sum() * 0.0
+    loss = F.binary_cross_entropy_with_logits(logits.float(), labels.to(logits.device, torch.float32))
+    return loss * logits.shape[0]
+
 
 __all__ = [
+    "action_detection_loss",
     "gather_with_local_grad",
     "mask_tokens_for_mlm",
     "mlm_loss",

@@ -8,6 +8,7 @@ Families (`families.FAMILIES`; the kind of a checkpoint is detected from its key
     stage2-pretraining   vision_encoder.*, text_encoder.bert.*, text_encoder.cls.*, UMTForVideoTextRetrieval
                          vision_proj, text_proj, temp, itm_head [+ clip_teacher.*]
     stage2-retrieval     the same with text_encoder.* (no bert., no MLM head)       UMTForVideoTextRetrieval
+    ava-detection        patch_embed.*, blocks.*, norm.*, head.* (no fc_norm)      UMTForVideoActionDetection
 
 Every family maps its video encoder with the one ViT key map (`keymap.vit_key_map`; the fused `attn.qkv.weight`
 rows are our query / key / value weights, `q_bias` / `v_bias` the query / value biases, k has no bias), used in both

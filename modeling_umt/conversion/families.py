@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .base import ConversionError, Family, preview
+from .detection_families import DETECTION
 from .stage2_families import STAGE2_PRETRAINING, STAGE2_RETRIEVAL
 from .vit_families import CLASSIFIER, STAGE1
 
 __all__ = ["FAMILIES", "detect_family", "family_of_model"]
 
 # Order does not matter: exactly one entry may match a checkpoint's keys.
-FAMILIES: tuple[Family, ...] = (STAGE1, CLASSIFIER, STAGE2_PRETRAINING, STAGE2_RETRIEVAL)
+FAMILIES: tuple[Family, ...] = (STAGE1, CLASSIFIER, STAGE2_PRETRAINING, STAGE2_RETRIEVAL, DETECTION)
 
 # Official checkpoints that are recognised but have no entry yet: (key prefix, what they are).
 _NOT_YET = (
@@ -31,7 +32,8 @@ def detect_family(keys: Iterable[str]) -> Family:
         names = ", ".join(f.name for f in found) or "none"
         raise ConversionError(
             f"Unrecognised checkpoint (families matched: {names}): expected official UMT Stage-1 keys (encoder.*, "
-            "clip_decoder.*), fine-tuned classifier keys (patch_embed.*, blocks.*, fc_norm.*, head.*) or Stage-2 keys "
+            "clip_decoder.*), fine-tuned classifier keys (patch_embed.*, blocks.*, fc_norm.*, head.*), AVA detection keys "
+            "(patch_embed.*, blocks.*, norm.*, head.*) or Stage-2 keys "
             f"(vision_encoder.*, text_encoder.*); found: {preview(keys)}."
         )
     return found[0]

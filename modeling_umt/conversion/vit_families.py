@@ -240,7 +240,8 @@ def _stage1_exportable(model: UMTForPreTraining) -> None:
 CLASSIFIER = Family(
     name="classifier", description="official fine-tuned classifier", architecture="UMTForVideoClassification",
     config_class=UMTConfig, model_class=UMTForVideoClassification,
-    matches=lambda keys: "patch_embed.proj.weight" in keys and "head.weight" in keys,
+    # an AVA detector has the same keys but a final `norm` and no `fc_norm` (detection_families.DETECTION)
+    matches=lambda keys: "patch_embed.proj.weight" in keys and "head.weight" in keys and "norm.weight" not in keys,
     key_pattern=re.compile("|".join([backbone_pattern(""), "pos_embed", r"fc_norm\.(weight|bias)",
                                      r"head\.(weight|bias)"])),
     infer_config=_infer_classifier, key_map=_classifier_map, 

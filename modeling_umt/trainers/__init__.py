@@ -6,12 +6,14 @@ module per stage.
     distillation.py     UMTDistillationTrainer (Stage 1)
     vision_language.py  UMTVisionLanguageTrainer (Stage 2)
     finetuning.py       UMTFineTuningTrainer, top_k_compute_metrics
+    detection.py        UMTActionDetectionTrainer (AVA-style action detection, frame-mAP evaluation)
     optim.py            weight-decay rules, layer-wise lr decay groups, lr scaling
     callbacks.py        DecoderEpochCallback
 """
 
 from .base import UMTTrainer, output_loss_terms
 from .callbacks import DecoderEpochCallback
+from .detection import UMTActionDetectionTrainer
 from .distillation import UMTDistillationTrainer
 from .finetuning import UMTFineTuningTrainer, smooth_one_hot, soft_target_cross_entropy, top_k_compute_metrics
 from .optim import (
@@ -26,6 +28,7 @@ from .vision_language import UMTVisionLanguageTrainer
 
 __all__ = [
     "DecoderEpochCallback",
+    "UMTActionDetectionTrainer",
     "TeacherMaskMixin",
     "UMTDistillationTrainer",
     "UMTFineTuningTrainer",
