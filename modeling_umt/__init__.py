@@ -8,6 +8,7 @@ Importing this package registers the UMT classes with transformers' Auto classes
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
 
 from .configuration_umt import UMT_PRESETS, UMTConfig
+from .configuration_umt_qa import UMTQAConfig
 from .configuration_umt_retrieval import UMTRetrievalConfig
 from .alignment import UMTAlignmentHeads
 from .loading import load_video_classifier, select_label_subset
@@ -21,6 +22,7 @@ from .modeling_umt import (
     UMTPreTrainedModel,
     UMTVideoModel,
 )
+from .modeling_umt_qa import UMTForVideoQuestionAnswering, UMTVideoQAOutput
 from .modeling_umt_retrieval import UMTForVideoTextRetrieval, UMTVideoTextOutput
 
 AutoConfig.register("umt", UMTConfig, exist_ok=True)
@@ -29,6 +31,8 @@ AutoModelForVideoClassification.register(UMTConfig, UMTForVideoClassification, e
 AutoModelForPreTraining.register(UMTConfig, UMTForPreTraining, exist_ok=True)
 AutoConfig.register("umt_retrieval", UMTRetrievalConfig, exist_ok=True)
 AutoModel.register(UMTRetrievalConfig, UMTForVideoTextRetrieval, exist_ok=True)
+AutoConfig.register("umt_qa", UMTQAConfig, exist_ok=True)
+AutoModel.register(UMTQAConfig, UMTForVideoQuestionAnswering, exist_ok=True)
 
 # `auto_map` in saved configs, so a saved directory also loads through remote code on the Hub.
 UMTConfig.register_for_auto_class()
@@ -37,6 +41,8 @@ UMTForVideoClassification.register_for_auto_class("AutoModelForVideoClassificati
 UMTForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 UMTRetrievalConfig.register_for_auto_class()
 UMTForVideoTextRetrieval.register_for_auto_class("AutoModel")
+UMTQAConfig.register_for_auto_class()
+UMTForVideoQuestionAnswering.register_for_auto_class("AutoModel")
 
 
 def _register_video_processor() -> None:
@@ -69,4 +75,7 @@ __all__ = [
     "UMTRetrievalConfig",
     "UMTForVideoTextRetrieval",
     "UMTVideoTextOutput",
+    "UMTQAConfig",
+    "UMTForVideoQuestionAnswering",
+    "UMTVideoQAOutput",
 ]
