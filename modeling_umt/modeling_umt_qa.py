@@ -310,13 +310,15 @@ class UMTForVideoQuestionAnswering(UMTQAPreTrainedModel, GenerationMixin):
 
     # ---- building from a Stage-2 model ------------------------------------------------------------------------------
     @classmethod
-    def from_retrieval_model(cls, retrieval, **config_kwargs) -> "UMTForVideoQuestionAnswering":
+    def from_retrieval_model(cls, retrieval, vision_overrides: dict | None = None,
+                             **config_kwargs) -> "UMTForVideoQuestionAnswering":
         """A QA model initialised from a `UMTForVideoTextRetrieval` (an instance or a saved directory), as official
         `setup_model(has_decoder=True)`: the video encoder and the whole BERT are copied; the decoder takes the BERT's
         embeddings, its fusion layers [fusion_layer, L) as decoder layers [0, L - fusion_layer), and the MLM head.
         With different video and text widths the decoder's cross-attention keys/values cannot be copied (they read
         the question width) and start fresh. `config_kwargs` override UMTQAConfig fields; `num_frames` sets the
-        video's frame count (default 12, official QA)."""
+        video's frame count (default 12, official QA); `vision_overrides` other UMTConfig fields (e.g.
+        drop_path_rate)."""
         if isinstance(retrieval, (str, os.PathLike)):
             saved = AutoConfig.from_pretrained(retrieval)
             if saved.model_type != "umt_retrieval":
@@ -326,7 +328,8 @@ class UMTForVideoQuestionAnswering(UMTQAPreTrainedModel, GenerationMixin):
             retrieval = AutoModel.from_pretrained(retrieval)
         rc = retrieval.config
         num_frames = config_kwargs.pop("num_frames", QA_VISION_DEFAULTS["num_frames"])
-        vision = UMTConfig(**{**rc.vision_config.to_dict(), "num_frames": num_frames, "uta_num_layers": 0})
+        vision = UMTConfig(**{**rc.vision_config.to_dict(), "num_frames": num_frames, "uta_num_layers": 0,
+                              **(vision_overrides or {})})
         config = UMTQAConfig(
             vision_config=vision, text_config=rc.text_config, fusion_layer=rc.fusion_layer,
             decoder_start_token_id=rc.cls_token_id if rc.cls_token_id is not None else 101, **config_kwargs,

@@ -6,6 +6,7 @@ module per stage.
     distillation.py     UMTDistillationTrainer (Stage 1)
     vision_language.py  UMTVisionLanguageTrainer (Stage 2)
     finetuning.py       UMTFineTuningTrainer, top_k_compute_metrics
+    video_qa.py         UMTVideoQATrainer (video question answering)
     optim.py            weight-decay rules, layer-wise lr decay groups, lr scaling
     callbacks.py        DecoderEpochCallback
 """
@@ -22,6 +23,7 @@ from .optim import (
     umt_layer_id,
 )
 from .teacher_masking import TeacherMaskMixin
+from .video_qa import UMTVideoQATrainer
 from .vision_language import UMTVisionLanguageTrainer
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "UMTDistillationTrainer",
     "UMTFineTuningTrainer",
     "UMTTrainer",
+    "UMTVideoQATrainer",
     "UMTVisionLanguageTrainer",
     "decay_parameter_names",
     "layer_decay_parameter_groups",
