@@ -5,7 +5,13 @@ Importing this package registers the UMT classes with transformers' Auto classes
 `AutoModel.from_pretrained(saved_dir)` returns a `UMTVideoModel`.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMultipleChoice,
+    AutoModelForPreTraining,
+    AutoModelForVideoClassification,
+)
 
 from .configuration_umt import UMT_PRESETS, UMTConfig
 from .configuration_umt_qa import UMTQAConfig
@@ -22,6 +28,7 @@ from .modeling_umt import (
     UMTPreTrainedModel,
     UMTVideoModel,
 )
+from .modeling_umt_mc import UMTForVideoMultipleChoice
 from .modeling_umt_qa import UMTForVideoQuestionAnswering, UMTVideoQAOutput
 from .modeling_umt_retrieval import UMTForVideoTextRetrieval, UMTVideoTextOutput
 
@@ -33,6 +40,7 @@ AutoConfig.register("umt_retrieval", UMTRetrievalConfig, exist_ok=True)
 AutoModel.register(UMTRetrievalConfig, UMTForVideoTextRetrieval, exist_ok=True)
 AutoConfig.register("umt_qa", UMTQAConfig, exist_ok=True)
 AutoModel.register(UMTQAConfig, UMTForVideoQuestionAnswering, exist_ok=True)
+AutoModelForMultipleChoice.register(UMTRetrievalConfig, UMTForVideoMultipleChoice, exist_ok=True)
 
 # `auto_map` in saved configs, so a saved directory also loads through remote code on the Hub.
 UMTConfig.register_for_auto_class()
@@ -43,6 +51,7 @@ UMTRetrievalConfig.register_for_auto_class()
 UMTForVideoTextRetrieval.register_for_auto_class("AutoModel")
 UMTQAConfig.register_for_auto_class()
 UMTForVideoQuestionAnswering.register_for_auto_class("AutoModel")
+UMTForVideoMultipleChoice.register_for_auto_class("AutoModelForMultipleChoice")
 
 
 def _register_video_processor() -> None:
@@ -78,4 +87,5 @@ __all__ = [
     "UMTQAConfig",
     "UMTForVideoQuestionAnswering",
     "UMTVideoQAOutput",
+    "UMTForVideoMultipleChoice",
 ]

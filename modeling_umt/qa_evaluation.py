@@ -1,6 +1,7 @@
 """Open-ended video QA evaluation (official `tasks/vqa.py` `evaluation` + `eval_simple_qa_acc`): rank a fixed answer
 list for every question with `UMTForVideoQuestionAnswering.rank_answers` and score the top answer by exact match
-(the `qa_accuracy` metric of `modeling_umt/metrics/`)."""
+(the `qa_accuracy` metric of `modeling_umt/metrics/`); and multiple choice with `UMTForVideoMultipleChoice`
+(official `tasks/retrieval_mc.py`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import evaluate
 import torch
 
 from processors.video_qa import encode_answer_list
+from processors.video_text import pre_text
 
 from .metrics import metric_path
 
-__all__ = ["evaluate_qa", "predict_answers"]
+__all__ = ["evaluate_multiple_choice", "evaluate_qa", "predict_answers"]
 
 
 @torch.no_grad()
@@ -61,3 +63,29 @@ def evaluate_qa(model, batches: Iterable[dict], tokenizer, answer_list: Sequence
     metrics = metric.compute(predictions=predictions, references=references, question_types=types)
     metrics["num_questions"] = len(references)
     return metrics, rows
+
+
+@torch.no_grad()
+def evaluate_multiple_choice(model, batches: Iterable[dict], tokenizer, max_length: int = 32,
+                             itm_weight: float = 0.7) -> tuple[dict[str, float], list[int]]:
+    """Multiple-choice accuracy (percent) of a `UMTForVideoMultipleChoice` over `batches` of decoded samples
+    ({"pixel_values" (B, T, C, H, W), "options": B lists of C texts, "labels" (B,)}, as `VideoCollator` batches
+    them): the argmax of the official score mix. Returns ({"accuracy", "num_questions"}, predictions)."""
+    model.eval()
+    device = next(model.parameters()).device
+    predictions, labels = [], []
+    for batch in batches:
+        options = batch["options"]
+        choices = len(options[0])
+        if any(len(o) != choices for o in options):
+            raise ValueError("every sample of a multiple-choice batch needs the same number of options")
+        text = tokenizer([pre_text(t) for o in options for t in o], padding="max_length", truncation=True,
+                         max_length=max_length, return_tensors="pt")
+        ids = text["input_ids"].view(len(options), choices, -1).to(device)
+        mask = text["attention_mask"].view(len(options), choices, -1).to(device)
+        scores = model(batch["pixel_values"].to(device), ids, mask, itm_weight=itm_weight).logits
+        predictions += scores.argmax(-1).tolist()
+        labels += torch.as_tensor(batch["labels"]).tolist()
+    metric = evaluate.load(metric_path("accuracy"))
+    accuracy = metric.compute(predictions=predictions, references=labels)["accuracy"]
+    return {"accuracy": 100.0 * accuracy, "num_questions": len(labels)}, predictions

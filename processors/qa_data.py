@@ -20,7 +20,9 @@ from pathlib import Path
 
 import datasets
 
-from .synthetic import COLOURS, SHAPES, TEXTURES
+import random
+
+from .synthetic import CLASS_NAMES, COLOURS, SHAPES, TEXTURES
 
 __all__ = [
     "SYNTHETIC_QA_ANSWERS",
@@ -28,6 +30,7 @@ __all__ = [
     "majority_answer",
     "records_from_easy_vqa",
     "records_from_qa",
+    "synthetic_mc_records",
     "synthetic_qa_records",
 ]
 
@@ -175,6 +178,42 @@ def synthetic_qa_records(root: str | os.PathLike, split: str | None = None, appe
             question, answer = _APPEARANCE[int(key) % len(_APPEARANCE)]
             records.append(_record(video, question.format(**words), answer.format(**words), f"{key}-a",
                                    "appearance"))
+        if limit is not None and len(records) >= limit:
+            break
+    if not records:
+        raise ValueError(f"No synthetic clips under {str(root)!r}" + (f" in split {split!r}." if split else "."))
+    return datasets.Dataset.from_list(records)
+
+
+def _reversed_action(action: str) -> str:
+    """The time-reversed partner of a synthetic action (classes come in pairs: 0/1, 2/3, ...)."""
+    index = CLASS_NAMES.index(action)
+    return CLASS_NAMES[index ^ 1]
+
+
+def synthetic_mc_records(root: str | os.PathLike, split: str | None = "test", num_options: int = 5,
+                         seed: int = 0, limit: int | None = None) -> datasets.Dataset:
+    """Multiple choice over the synthetic clips under `root`: each clip's true caption among `num_options`
+    captions that describe the same object ("a red striped square ...") doing other things: the time-reversed
+    action (a single frame cannot tell them apart) and `num_options - 2` other actions drawn with `seed`. Records
+    {"video", "options": [str] * num_options, "label": index of the true caption, "question_id"}; the true
+    caption's position is drawn too."""
+    if not 2 <= num_options <= len(CLASS_NAMES):
+        raise ValueError(f"`num_options` must be in [2, {len(CLASS_NAMES)}], got {num_options}.")
+    root = Path(root)
+    with open(root / "metadata.csv", newline="") as handle:
+        clips = [row for row in csv.DictReader(handle) if split is None or row["split"] == split]
+    records = []
+    for row in clips:
+        key, action, caption = Path(row["path"]).stem, row["label_name"], row["caption"]
+        rng = random.Random(f"{seed}-{key}")
+        prefix = caption[: len(caption) - len(action)]
+        others = [a for a in CLASS_NAMES if a not in (action, _reversed_action(action))]
+        distractors = [_reversed_action(action), *rng.sample(others, num_options - 2)]
+        options = [prefix + a for a in distractors]
+        label = rng.randrange(num_options)
+        options.insert(label, caption)
+        records.append({"video": str(root / row["path"]), "options": options, "label": label, "question_id": key})
         if limit is not None and len(records) >= limit:
             break
     if not records:

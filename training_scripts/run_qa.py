@@ -33,17 +33,18 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import modeling_umt  # noqa: E402,F401  (registers the Auto classes)
-from modeling_umt import UMTForVideoQuestionAnswering  # noqa: E402
+from modeling_umt import UMTForVideoMultipleChoice, UMTForVideoQuestionAnswering  # noqa: E402
 from modeling_umt.cli import ScriptTrainingArguments, SyntheticDataArguments, parse_script_arguments  # noqa: E402
-from modeling_umt.qa_evaluation import evaluate_qa  # noqa: E402
+from modeling_umt.qa_evaluation import evaluate_multiple_choice, evaluate_qa  # noqa: E402
 from modeling_umt.trainers import DecoderEpochCallback, UMTVideoQATrainer  # noqa: E402
 from processors.decoding import ImageClipDecoder, PreloadedVideoClips, VideoClipDecoder, decode_videos  # noqa: E402
 from processors.fileio import atomic_write_text  # noqa: E402
 from processors.qa_data import (  # noqa: E402
     SYNTHETIC_QA_ANSWERS, load_answer_list, majority_answer, records_from_easy_vqa, records_from_qa,
-    synthetic_qa_records,
+    synthetic_mc_records, synthetic_qa_records,
 )
 from processors.transforms import EvalTransform, Stage2TrainTransform  # noqa: E402
+from processors.collate import VideoCollator  # noqa: E402
 from processors.video_qa import VideoQACollator  # noqa: E402
 
 logger = logging.getLogger("run_qa")
@@ -53,6 +54,9 @@ logger = logging.getLogger("run_qa")
 class QAArguments(SyntheticDataArguments):
     model_name_or_path: str = field(default="outputs/stage2/model",
                                     metadata={"help": "A Stage-2 UMTForVideoTextRetrieval or a UMTForVideoQuestionAnswering."})
+    task: str = field(default="qa", metadata={"help": "'qa' (open-ended) or 'multiple_choice' (evaluate a Stage-2 "
+                                                    "model on the synthetic clips with --num_options captions each)."})
+    num_options: int = field(default=5, metadata={"help": "Captions per clip for multiple choice (MSRVTT-MC: 5)."})
     dataset: str = field(default="synthetic", metadata={"help": "'synthetic', 'easy_vqa' or 'files' (--train_file ...)."})
     train_file: str | None = field(default=None, metadata={"help": "Training QA annotations (.json/.jsonl/.csv)."})
     test_file: str | None = field(default=None, metadata={"help": "Test QA annotations (.json/.jsonl/.csv)."})
@@ -182,8 +186,31 @@ def run(args: QAArguments, training_args: QATrainingArguments) -> dict:
     return metrics
 
 
+def run_multiple_choice(args: QAArguments, training_args: QATrainingArguments) -> dict:
+    """Official MSRVTT-MC protocol on the synthetic test clips: 0.7 ITM probability + 0.3 similarity softmax."""
+    model = UMTForVideoMultipleChoice.from_pretrained(args.model_name_or_path).to(training_args.device)
+    tokenizer = BertTokenizer.from_pretrained(args.model_name_or_path)
+    image_size = args.image_size or model.config.vision_config.image_hw[0]
+    records = synthetic_mc_records(args.synthetic_root(training_args), "test", args.num_options,
+                                   training_args.seed, args.test_limit)
+    decoder = VideoClipDecoder(num_frames=args.num_frames, sampling="middle",
+                               transform=EvalTransform(image_size, keep_aspect_ratio=False))
+    loader = DataLoader(PreloadedVideoClips(records, decoder), batch_size=args.eval_batch_size,
+                        collate_fn=VideoCollator())
+    metrics, _ = evaluate_multiple_choice(model, loader, tokenizer)
+    metrics.update(num_options=args.num_options, chance=100.0 / args.num_options, num_frames=args.num_frames)
+    logger.info("Multiple-choice metrics: %s", json.dumps(metrics))
+    os.makedirs(training_args.output_dir, exist_ok=True)
+    atomic_write_text(os.path.join(training_args.output_dir, "mc_metrics.json"), json.dumps(metrics, indent=2))
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> dict:
     args, training_args = parse_script_arguments((QAArguments, QATrainingArguments), argv)
+    if args.task == "multiple_choice":
+        return run_multiple_choice(args, training_args)
+    if args.task != "qa":
+        raise ValueError(f"`--task` must be 'qa' or 'multiple_choice', got {args.task!r}.")
     return run(args, training_args)
 
 
