@@ -6,10 +6,17 @@ Importing this package registers the UMT classes with transformers' Auto classes
 `zero-shot-video-classification` (`UMTZeroShotVideoClassificationPipeline`).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMultipleChoice,
+    AutoModelForPreTraining,
+    AutoModelForVideoClassification,
+)
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_umt import UMT_PRESETS, UMTConfig, UMTDetectionConfig
+from .configuration_umt_qa import UMTQAConfig
 from .configuration_umt_retrieval import UMTRetrievalConfig
 from .alignment import UMTAlignmentHeads
 from .loading import load_video_classifier, select_label_subset
@@ -24,6 +31,8 @@ from .modeling_umt import (
     UMTVideoModel,
 )
 from .modeling_umt_detection import UMTActionDetectionOutput, UMTForVideoActionDetection
+from .modeling_umt_mc import UMTForVideoMultipleChoice
+from .modeling_umt_qa import UMTForVideoQuestionAnswering, UMTVideoQAOutput
 from .modeling_umt_retrieval import UMTForVideoTextRetrieval, UMTVideoTextOutput
 from .zero_shot import UMTZeroShotVideoClassificationPipeline
 
@@ -37,6 +46,9 @@ AutoConfig.register("umt_retrieval", UMTRetrievalConfig, exist_ok=True)
 AutoConfig.register("umt_detection", UMTDetectionConfig, exist_ok=True)
 AutoModel.register(UMTDetectionConfig, UMTForVideoActionDetection, exist_ok=True)
 AutoModel.register(UMTRetrievalConfig, UMTForVideoTextRetrieval, exist_ok=True)
+AutoConfig.register("umt_qa", UMTQAConfig, exist_ok=True)
+AutoModel.register(UMTQAConfig, UMTForVideoQuestionAnswering, exist_ok=True)
+AutoModelForMultipleChoice.register(UMTRetrievalConfig, UMTForVideoMultipleChoice, exist_ok=True)
 
 PIPELINE_REGISTRY.register_pipeline(
     "zero-shot-video-classification", pipeline_class=UMTZeroShotVideoClassificationPipeline, pt_model=AutoModel,
@@ -52,6 +64,9 @@ UMTRetrievalConfig.register_for_auto_class()
 UMTForVideoTextRetrieval.register_for_auto_class("AutoModel")
 UMTDetectionConfig.register_for_auto_class()
 UMTForVideoActionDetection.register_for_auto_class("AutoModel")
+UMTQAConfig.register_for_auto_class()
+UMTForVideoQuestionAnswering.register_for_auto_class("AutoModel")
+UMTForVideoMultipleChoice.register_for_auto_class("AutoModelForMultipleChoice")
 
 
 def _register_video_processor() -> None:
@@ -94,4 +109,8 @@ __all__ = [
     "UMTDetectionConfig",
     "UMTForVideoActionDetection",
     "UMTActionDetectionOutput",
+    "UMTQAConfig",
+    "UMTForVideoQuestionAnswering",
+    "UMTVideoQAOutput",
+    "UMTForVideoMultipleChoice",
 ]

@@ -237,8 +237,35 @@ def action_detection_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     return loss * logits.shape[0]
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Video question answering (official umt_qa.py with xbert's BertLMHeadModel, reduction="none")
+# ----------------------------------------------------------------------------------------------------------------
+def answer_sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each answer's next-token cross-entropy, summed over its tokens: logits (A, La, V) at positions 0..La-2 predict
+    labels (A, La) at 1..La-1; -100 labels (padding) count 0. Returns (A,), the negative log-likelihood of each
+    answer after its first token ([CLS])."""
+    if logits.ndim != 3 or labels.shape != logits.shape[:2]:
+        raise ValueError(
+            f"`logits` must be (A, La, V) and `labels` (A, La); got {tuple(logits.shape)} and {tuple(labels.shape)}."
+        )
+    shifted = logits[:, :-1].float()
+    per_token = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), labels[:, 1:].reshape(-1), reduction="none")
+    return per_token.view(labels.shape[0], -1).sum(1)
+
+
+def weighted_answer_loss(answer_losses: torch.Tensor, weights: torch.Tensor, num_questions: int) -> torch.Tensor:
+    """The QA training loss: Σ_answers weight · summed CE / number of questions (official `loss.sum() / B`; weights are
+    each answer's frequency among its question's annotations, so they sum to 1 per question)."""
+    if weights.shape != answer_losses.shape:
+        raise ValueError(
+            f"`weights` must have one entry per answer {tuple(answer_losses.shape)}, got {tuple(weights.shape)}."
+        )
+    return (weights.to(answer_losses.dtype) * answer_losses).sum() / num_questions
+
+
 __all__ = [
     "action_detection_loss",
+    "answer_sequence_loss",
     "gather_with_local_grad",
     "mask_tokens_for_mlm",
     "mlm_loss",
@@ -247,4 +274,5 @@ __all__ = [
     "vtc_loss",
     "vtm_loss",
     "vtm_negatives",
+    "weighted_answer_loss",
 ]

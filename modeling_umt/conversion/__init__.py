@@ -9,6 +9,7 @@ Families (`families.FAMILIES`; the kind of a checkpoint is detected from its key
                          vision_proj, text_proj, temp, itm_head [+ clip_teacher.*]
     stage2-retrieval     the same with text_encoder.* (no bert., no MLM head)       UMTForVideoTextRetrieval
     ava-detection        patch_embed.*, blocks.*, norm.*, head.* (no fc_norm)      UMTForVideoActionDetection
+    qa                   vision_encoder.*, text_encoder.*, text_decoder.{bert,cls}.* UMTForVideoQuestionAnswering
 
 Every family maps its video encoder with the one ViT key map (`keymap.vit_key_map`; the fused `attn.qkv.weight`
 rows are our query / key / value weights, `q_bias` / `v_bias` the query / value biases, k has no bias), used in both
@@ -20,7 +21,7 @@ inferred only for released sizes (`base.RELEASED_VIT_HEADS`, `RELEASED_BERT_HEAD
 `--reverse` stores our config in the exported checkpoint (`reading.SAVED_CONFIG_KEY`) so that converting the export
 again needs no flag. The fixed sin-cos table is not a weight: a stored `pos_embed` is checked against ours and dropped.
 
-Adding a family (video QA with `text_decoder.*`, AVA detection): write one `Family` entry — `matches` (its key test),
+Adding a family (e.g. AVA detection): write one `Family` entry — `matches` (its key test),
 `key_pattern`, `infer_config` (shapes from the weights, other settings through `Settings.pick`), `key_map` (build it
 from `vit_key_map` + `norm_key_map` / `KeyMap(prefixes=...)` for the new head, e.g. `text_decoder.bert.` <->
 `text_decoder.`), `model_class` / `config_class`, and any `dropped` / `tied` keys — in a module of its own, add it

@@ -6,19 +6,17 @@ from collections.abc import Iterable
 
 from .base import ConversionError, Family, preview
 from .detection_families import DETECTION
+from .qa_families import VIDEO_QA
 from .stage2_families import STAGE2_PRETRAINING, STAGE2_RETRIEVAL
 from .vit_families import CLASSIFIER, STAGE1
 
 __all__ = ["FAMILIES", "detect_family", "family_of_model"]
 
 # Order does not matter: exactly one entry may match a checkpoint's keys.
-FAMILIES: tuple[Family, ...] = (STAGE1, CLASSIFIER, STAGE2_PRETRAINING, STAGE2_RETRIEVAL, DETECTION)
+FAMILIES: tuple[Family, ...] = (STAGE1, CLASSIFIER, STAGE2_PRETRAINING, STAGE2_RETRIEVAL, VIDEO_QA, DETECTION)
 
 # Official checkpoints that are recognised but have no entry yet: (key prefix, what they are).
-_NOT_YET = (
-    ("text_decoder.", "an official QA checkpoint (`text_decoder.*`); only Stage-1, classifier and Stage-2 "
-                      "pre-training / retrieval checkpoints convert for now"),
-)
+_NOT_YET: tuple[tuple[str, str], ...] = ()
 
 
 def detect_family(keys: Iterable[str]) -> Family:

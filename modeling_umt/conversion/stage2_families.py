@@ -21,7 +21,7 @@ from .base import RELEASED_BERT_HEADS, ConversionError, Family, Settings, block_
 from .keymap import KeyMap, norm_key_map, uta_key_map, vit_key_map
 from .vit_families import backbone_pattern, infer_vit
 
-__all__ = ["STAGE2_PRETRAINING", "STAGE2_RETRIEVAL"]
+__all__ = ["STAGE2_PRETRAINING", "STAGE2_RETRIEVAL", "infer_bert"]
 
 _VISION = "vision_encoder.encoder."
 _SHARED_PATTERNS = (
@@ -40,19 +40,9 @@ _DROPPED = (
 )
 
 
-def _infer(sd: Mapping[str, torch.Tensor], settings: Settings, *, bert: str, frames: int, frames_why: str,
-           mlm_head: bool) -> dict:
-    """UMTRetrievalConfig keywords; `bert` is the prefix of the BERT keys."""
-    saved_vision = settings.saved_value("vision_config")
-    saved_text = settings.saved_value("text_config") or {}
-    vision = dict(STAGE2_VISION_DEFAULTS)
-    vision.update(infer_vit(sd, _VISION, settings, frames=frames, image_size=224, layout_why=frames_why,
-                            saved_vision=saved_vision))
-    uta = block_count(sd, "vision_encoder.clip_decoder.", "clip_decoder")
-    vision["uta_num_layers"] = uta
-    if uta:
-        vision["uta_output_dim"] = majority_dim(
-            sd, [(f"vision_encoder.clip_decoder.{k}.head.weight", 0) for k in range(uta)], "UTA width")
+def infer_bert(sd: Mapping[str, torch.Tensor], settings: Settings, bert: str, saved_text: Mapping) -> tuple[dict, int]:
+    """(BertConfig keywords, first fusion layer) of the official BERT under `bert` (cross-attention must sit on its
+    last layers)."""
     words = sd.get(f"{bert}embeddings.word_embeddings.weight")
     if words is None or words.ndim != 2:
         raise ConversionError(f"Stage-2 checkpoint has no 2-D `{bert}embeddings.word_embeddings.weight`.")
@@ -72,9 +62,26 @@ def _infer(sd: Mapping[str, torch.Tensor], settings: Settings, *, bert: str, fra
                                              "BERT positions"),
         type_vocab_size=majority_dim(sd, [(f"{bert}embeddings.token_type_embeddings.weight", 0)], "BERT token types"),
     )
+    return text, fusion[0]
+
+
+def _infer(sd: Mapping[str, torch.Tensor], settings: Settings, *, bert: str, frames: int, frames_why: str,
+           mlm_head: bool) -> dict:
+    """UMTRetrievalConfig keywords; `bert` is the prefix of the BERT keys."""
+    saved_vision = settings.saved_value("vision_config")
+    saved_text = settings.saved_value("text_config") or {}
+    vision = dict(STAGE2_VISION_DEFAULTS)
+    vision.update(infer_vit(sd, _VISION, settings, frames=frames, image_size=224, layout_why=frames_why,
+                            saved_vision=saved_vision))
+    uta = block_count(sd, "vision_encoder.clip_decoder.", "clip_decoder")
+    vision["uta_num_layers"] = uta
+    if uta:
+        vision["uta_output_dim"] = majority_dim(
+            sd, [(f"vision_encoder.clip_decoder.{k}.head.weight", 0) for k in range(uta)], "UTA width")
+    text, fusion = infer_bert(sd, settings, bert, saved_text)
     return dict(
         vision_config=vision, text_config=text, use_mlm_head=mlm_head,
-        fusion_layer=settings.pick("fusion_layer", weights=fusion[0]),
+        fusion_layer=settings.pick("fusion_layer", weights=fusion),
         embed_dim=majority_dim(sd, [("vision_proj.weight", 0), ("text_proj.weight", 0)], "contrastive width"),
         text_pooling=settings.pick("text_pooling", saved=settings.saved_value("text_pooling"), default="cls",
                                    why="the official [CLS] token"),
@@ -104,7 +111,8 @@ def _key_map(config: UMTRetrievalConfig, text: KeyMap) -> KeyMap:
 STAGE2_PRETRAINING = Family(
     name="stage2-pretraining", description="official Stage-2 pre-trained video-text model (b16_25m.pth, ...)",
     architecture="UMTForVideoTextRetrieval", config_class=UMTRetrievalConfig, model_class=UMTForVideoTextRetrieval,
-    matches=lambda keys: any(k.startswith("text_encoder.bert.") for k in keys),
+    matches=lambda keys: (any(k.startswith("text_encoder.bert.") for k in keys)
+                          and not any(k.startswith("text_decoder.") for k in keys)),
     key_pattern=re.compile("|".join([*_SHARED_PATTERNS, r"text_encoder\.(bert|cls)\..+"])),
     infer_config=_infer_pretraining,
     key_map=lambda config: _key_map(config, KeyMap(prefixes=(("text_encoder.bert.", "text_model."),
@@ -119,7 +127,7 @@ STAGE2_RETRIEVAL = Family(
     name="stage2-retrieval", description="official Stage-2 retrieval fine-tune (ret_msrvtt_b16_25m.pth, ...)",
     architecture="UMTForVideoTextRetrieval", config_class=UMTRetrievalConfig, model_class=UMTForVideoTextRetrieval,
     matches=lambda keys: (any(k.startswith(("vision_encoder.", "text_encoder.")) for k in keys)
-                          and not any(k.startswith("text_encoder.bert.") for k in keys)),
+                          and not any(k.startswith(("text_encoder.bert.", "text_decoder.")) for k in keys)),
     key_pattern=re.compile("|".join([*_SHARED_PATTERNS, r"text_encoder\.(?!bert\.|cls\.).+"])),
     infer_config=_infer_retrieval,
     key_map=lambda config: _key_map(config, KeyMap(prefixes=(("text_encoder.", "text_model."),))),

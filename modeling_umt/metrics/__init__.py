@@ -6,7 +6,7 @@ Each metric is one module of this folder (an `evaluate.Metric` subclass), loaded
     from modeling_umt.metrics import metric_path
     top_k = evaluate.load(metric_path("top_k_accuracy"))
 
-`accuracy`: the fraction of correct class ids; `top_k_accuracy`: top-k accuracies of class scores; `retrieval`:
+`accuracy`: the fraction of correct class ids; `qa_accuracy`: exact-match open-ended QA accuracy; `top_k_accuracy`: top-k accuracies of class scores; `retrieval`:
 R@1/5/10, mean recall and median rank of a retrieval score matrix.
 """
 
@@ -16,7 +16,7 @@ import os
 
 __all__ = ["METRIC_NAMES", "metric_path"]
 
-METRIC_NAMES = ("accuracy", "retrieval", "top_k_accuracy")
+METRIC_NAMES = ("accuracy", "qa_accuracy", "retrieval", "top_k_accuracy")
 
 
 def metric_path(name: str) -> str:

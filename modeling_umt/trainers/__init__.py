@@ -7,6 +7,7 @@ module per stage.
     vision_language.py  UMTVisionLanguageTrainer (Stage 2)
     finetuning.py       UMTFineTuningTrainer, top_k_compute_metrics
     detection.py        UMTActionDetectionTrainer (AVA-style action detection, frame-mAP evaluation)
+    video_qa.py         UMTVideoQATrainer (video question answering)
     optim.py            weight-decay rules, layer-wise lr decay groups, lr scaling
     callbacks.py        DecoderEpochCallback
 """
@@ -24,6 +25,7 @@ from .optim import (
     umt_layer_id,
 )
 from .teacher_masking import TeacherMaskMixin
+from .video_qa import UMTVideoQATrainer
 from .vision_language import UMTVisionLanguageTrainer
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "UMTDistillationTrainer",
     "UMTFineTuningTrainer",
     "UMTTrainer",
+    "UMTVideoQATrainer",
     "UMTVisionLanguageTrainer",
     "decay_parameter_names",
     "layer_decay_parameter_groups",
