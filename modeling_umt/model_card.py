@@ -39,6 +39,12 @@ _KINDS = {
     "UMTVideoModel": ("a UMT video encoder", "feature-extraction"),
     "UMTForVideoTextRetrieval": ("a UMT Stage-2 video-text model (video ViT, BERT, fusion layers)",
                                  "zero-shot-video-classification"),
+    "UMTForVideoMultipleChoice": ("a UMT video-text model scoring multiple-choice captions (0.7 ITM + 0.3 similarity)",
+                                  "zero-shot-video-classification"),
+    "UMTForVideoQuestionAnswering": ("a UMT video question-answering model (video ViT, BERT question encoder, answer "
+                                     "decoder)", "video-question-answering"),
+    "UMTForVideoActionDetection": ("a UMT spatiotemporal action detector (video ViT, ROIAlign head, AVA-style)",
+                                   "action-detection"),
 }  # fmt: skip
 
 _USAGE = {
@@ -65,6 +71,29 @@ with torch.no_grad():
 
 # or, with `import modeling_umt` (this project installed):
 # pipeline("zero-shot-video-classification", model="{model_id}")("clip.mp4", candidate_labels=["dog", "cooking"])""",
+    "video-question-answering": """import torch
+from transformers import AutoModel, AutoProcessor
+
+model = AutoModel.from_pretrained("{model_id}", trust_remote_code=True)
+processor = AutoProcessor.from_pretrained("{model_id}", trust_remote_code=True)
+inputs = processor(text=["what does the red square do?"], videos=["clip.mp4"])
+with torch.no_grad():
+    answer_ids = model.generate(**inputs)               # free-form answers; rank_answers(...) ranks an answer list
+print(processor.tokenizer.batch_decode(answer_ids, skip_special_tokens=True))""",
+    "action-detection": """import torch
+from transformers import AutoModel, AutoVideoProcessor
+
+model = AutoModel.from_pretrained("{model_id}", trust_remote_code=True)
+processor = AutoVideoProcessor.from_pretrained("{model_id}", trust_remote_code=True)
+import av, numpy as np
+with av.open("clip.mp4") as container:                  # boxes are given in pixels of decoded frames
+    frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+frames = frames[np.linspace(0, len(frames) - 1, {num_frames}).round().astype(int)]
+person_boxes = [torch.tensor([[10.0, 20.0, 120.0, 200.0]])]   # xyxy, pixels of the original frames
+inputs = processor(frames, boxes=person_boxes, return_tensors="pt")
+with torch.no_grad():
+    outputs = model(pixel_values=inputs["pixel_values"], boxes=inputs["boxes"])
+scores = outputs.logits.sigmoid()                       # (boxes, actions)""",
 }
 
 

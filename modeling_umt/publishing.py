@@ -14,6 +14,7 @@ from transformers.utils import logging
 
 from processors.processing_umt import UMTProcessor
 from processors.video_processing_umt import UMTVideoProcessor
+from processors.video_processing_umt_detection import UMTDetectionVideoProcessor
 
 from .model_card import write_model_card
 
@@ -32,6 +33,8 @@ def fitting_processor(config, processing_class=None, max_text_length: int | None
     - A video-text config (one with a `vision_config`) and a tokenizer: `UMTProcessor.from_model_config`.
     - A video-text config without a tokenizer: the fitting `UMTVideoProcessor` only (logged: give the tokenizer for
       a `UMTProcessor`).
+    - An action-detection config (`UMTDetectionConfig`): `UMTDetectionVideoProcessor` with the model's frames,
+      short side 256 and padding to the patch size (the official AVA test processing).
     - A video config (`UMTConfig`: classifier, Stage-1 student): `UMTVideoProcessor.from_model_config`.
     """
     if processing_class is not None and not isinstance(processing_class, PreTrainedTokenizerBase):
@@ -50,6 +53,8 @@ def fitting_processor(config, processing_class=None, max_text_length: int | None
             f"`processing_class` is a tokenizer ({type(processing_class).__name__}) but the model "
             f"({type(config).__name__}) takes no text; pass a video processor or None"
         )
+    if getattr(config, "model_type", None) == "umt_detection":
+        return UMTDetectionVideoProcessor(num_frames=config.num_frames, pad_multiple=config.patch_hw[0])
     return UMTVideoProcessor.from_model_config(config)
 
 

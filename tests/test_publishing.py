@@ -216,3 +216,56 @@ def test_retrieval_fine_tuning_folder_has_processor_and_its_measured_recalls(tmp
     assert metrics["retrieval/itc/t2v_r1"] == pytest.approx(results["itc"]["t2v_r1"])
     assert metrics["retrieval/itc+itm/r_mean"] == pytest.approx(results["itc+itm"]["r_mean"])
     assert "| max_steps | 1 |" in (final / "README.md").read_text()
+
+
+def test_a_detection_folder_carries_the_detection_processor_and_its_card(tmp_path):
+    from processors.video_processing_umt_detection import UMTDetectionVideoProcessor
+
+    from modeling_umt import UMTDetectionConfig, UMTForVideoActionDetection
+    from modeling_umt.publishing import complete_model_folder
+
+    config = UMTDetectionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                image_size=32, patch_size=16, num_frames=2, num_labels=3)  # fmt: skip
+    model = UMTForVideoActionDetection(config).eval()
+    folder = tmp_path / "detector"
+    model.save_pretrained(folder)
+    complete_model_folder(folder, model)
+    processor = AutoVideoProcessor.from_pretrained(folder)
+    assert type(processor).__name__ == UMTDetectionVideoProcessor.__name__
+    assert processor.num_frames == 2 and processor.pad_multiple == 16 and processor.size["shortest_edge"] == 256
+    frames = np.random.default_rng(0).integers(0, 255, (2, 48, 64, 3), dtype=np.uint8)  # boxes need decoded frames
+    inputs = processor(frames, boxes=[torch.tensor([[4.0, 4.0, 40.0, 40.0]])], return_tensors="pt")
+    assert tuple(inputs["pixel_values"].shape[:3]) == (1, 2, 3)
+    with torch.no_grad():
+        logits = model(pixel_values=inputs["pixel_values"], boxes=inputs["boxes"]).logits
+    assert logits.shape == (1, 3)
+    card = (folder / "README.md").read_text()
+    assert "action detector" in card and "boxes=" in card
+
+
+@needs_minilm
+def test_a_qa_folder_gets_a_umt_processor_whose_output_the_model_answers(tmp_path):
+    from _retrieval_tiny import tiny_text_config, tiny_vision_config
+
+    from modeling_umt import UMTForVideoQuestionAnswering, UMTQAConfig
+    from modeling_umt.publishing import complete_model_folder
+
+    tokenizer = BertTokenizer.from_pretrained(MINILM)
+    config = UMTQAConfig(vision_config=tiny_vision_config(uta_num_layers=0),
+                         text_config=tiny_text_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=64),
+                         fusion_layer=2, decoder_start_token_id=tokenizer.cls_token_id,
+                         eos_token_id=tokenizer.sep_token_id)  # fmt: skip
+    model = UMTForVideoQuestionAnswering(config).eval()
+    folder = tmp_path / "qa"
+    model.save_pretrained(folder)
+    complete_model_folder(folder, model, tokenizer)
+    processor = AutoProcessor.from_pretrained(folder)
+    assert isinstance(processor, UMTProcessor)
+    clip = tmp_path / "clip.mp4"
+    encode_mp4(np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8), clip)
+    inputs = processor(text=["what moves?"], videos=[str(clip)])
+    assert tuple(inputs["pixel_values"].shape) == (1, 2, 3, 32, 32)
+    with torch.no_grad():
+        answer = model.generate(**inputs, max_new_tokens=3)
+    assert answer[0, 0].item() == tokenizer.cls_token_id and answer.shape[1] <= 4
+    assert "question-answering" in (folder / "README.md").read_text()
