@@ -216,12 +216,13 @@ class UMTVideoProcessor(BaseVideoProcessor):
                     kwargs["num_frames"] = DEFAULT_NUM_FRAMES
             else:
                 kwargs["do_sample_frames"] = False
-            return self.preprocess(videos, **kwargs)
+            # this class's own preprocess again (not a subclass override, which already wraps this call)
+            return UMTVideoProcessor.preprocess(self, videos, **kwargs)
         if settings["video_backend"] != self.video_backend:
             # The decoding hook does not receive call-time kwargs; a shallow copy carries the backend there.
             processor = copy.copy(self)
             processor.video_backend = settings["video_backend"]
-            return processor.preprocess(videos, **kwargs)
+            return UMTVideoProcessor.preprocess(processor, videos, **kwargs)
         batch = super().preprocess(videos, **kwargs)
         batch["pixel_values"] = batch.pop("pixel_values_videos")
         return batch

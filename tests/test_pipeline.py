@@ -35,7 +35,7 @@ def test_pipeline_runs_every_stage_then_skips_them_on_rerun(tmp_path):
     out = tmp_path / "pipeline"
     first = _run(out, tmp_path)
     for stage in ("stage1", "stage2", "finetune", "retrieval"):
-        assert f"[pipeline] {stage}: " in first.stdout and "skipped" not in first.stdout
+        assert f"[pipeline] {stage}: " in first.stdout and "exist, skipped" not in first.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["stage1"]["features"]["model_class"] == "UMTVideoModel"
     assert results["stage1"]["losses"]["loss"]["steps"] == 3
