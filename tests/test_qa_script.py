@@ -102,3 +102,33 @@ def test_run_qa_trains_saves_and_reloads_then_multiple_choice(tmp_path, monkeypa
                       "--output_dir", str(tmp_path / "mc"), *common])
     assert mc["num_options"] == 5 and mc["chance"] == 20.0 and mc["num_questions"] >= 1
     assert json.loads((tmp_path / "mc" / "mc_metrics.json").read_text()) == mc
+
+
+def test_run_qa_frame_rules_random_test_frame_is_uniform_and_repeatable(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "training_scripts"))
+    import run_qa
+
+    # Defaults are official: `rand` in training, `middle` in testing -- 1 of 16 frames is frame 7 (t = 7/15).
+    default = run_qa.QAArguments(num_frames=1)
+    assert run_qa.clip_decoder(default, 0, 32, True, False).sampling == "rand"
+    middle = run_qa.clip_decoder(default, 0, 32, False, False)
+    assert middle.sampling == "middle" and middle.frame_indices(16).tolist() == [7]
+    # The frame-level baseline: one frame drawn uniformly over the whole clip, the same draws on every run.
+    args = run_qa.QAArguments(num_frames=1, train_sampling="tsn", test_sampling="tsn")
+    draws = []
+    for _ in range(2):
+        decoder = run_qa.clip_decoder(args, 0, 32, False, False)
+        assert decoder.sampling == "tsn" and decoder.seed == 0
+        draws.append([int(decoder.frame_indices(16, decoder.generator_for(i))[0]) for i in range(400)])
+    assert draws[0] == draws[1] and set(draws[0]) == set(range(16))
+    assert run_qa.clip_decoder(args, 1, 32, False, False).frame_indices(16, None).shape == (1,)
+
+
+def test_run_qa_rejects_an_unknown_frame_rule():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "training_scripts"))
+    import run_qa
+
+    with pytest.raises(ValueError, match=r"`--test_sampling` must be one of .*got 'centre'"):
+        run_qa.main(["--test_sampling", "centre", "--model_name_or_path", "/nonexistent", "--report_to", "none"])

@@ -37,6 +37,7 @@ from modeling_umt import UMTForVideoMultipleChoice, UMTForVideoQuestionAnswering
 from modeling_umt.cli import ScriptTrainingArguments, SyntheticDataArguments, parse_script_arguments  # noqa: E402
 from modeling_umt.qa_evaluation import evaluate_multiple_choice, evaluate_qa  # noqa: E402
 from modeling_umt.trainers import DecoderEpochCallback, UMTVideoQATrainer  # noqa: E402
+from processors.sampling import SAMPLING_RULES  # noqa: E402
 from processors.decoding import ImageClipDecoder, PreloadedVideoClips, VideoClipDecoder, decode_videos  # noqa: E402
 from processors.fileio import atomic_write_text  # noqa: E402
 from processors.qa_data import (  # noqa: E402
@@ -65,6 +66,11 @@ class QAArguments(SyntheticDataArguments):
     train_limit: int | None = field(default=None, metadata={"help": "Use the first N training questions."})
     test_limit: int | None = field(default=None, metadata={"help": "Evaluate the first N test questions."})
     num_frames: int = field(default=12, metadata={"help": "Frames per clip (official 12; images are 1 frame)."})
+    train_sampling: str = field(default="rand", metadata={"help": "Frame rule in training (official 'rand'); any "
+                                                                  "processors.sampling rule."})
+    test_sampling: str = field(default="middle", metadata={"help": "Frame rule in testing (official 'middle'). A random "
+                                                                   "rule ('tsn': one frame uniform over the clip) draws "
+                                                                   "per clip from --seed, so evaluation repeats."})
     image_size: int | None = field(default=None, metadata={"help": "Resolution (default: the model's)."})
     max_question_length: int = field(default=25, metadata={"help": "Question tokens (official max_q_len 25)."})
     max_answer_length: int = field(default=5, metadata={"help": "Answer tokens (official max_a_len 5)."})
@@ -138,21 +144,29 @@ def load_data(args: QAArguments, training_args: QATrainingArguments):
     return train, test, load_answer_list(args.answer_list), False
 
 
+def clip_decoder(args: QAArguments, seed: int, image_size: int, training: bool, images: bool):
+    """The training or test decoder: `--train_sampling` / `--test_sampling` frames (images: 1 frame), seeded by
+    `seed` so that a random test rule draws the same frames on every run."""
+    transform = (Stage2TrainTransform(image_size, flip_prob=0.0) if training and args.augment
+                 else EvalTransform(image_size, keep_aspect_ratio=False))
+    if images:
+        return ImageClipDecoder(transform, seed=seed if training else None)
+    return VideoClipDecoder(num_frames=args.num_frames, sampling=args.train_sampling if training else args.test_sampling,
+                            transform=transform, seed=seed)
+
+
 def run(args: QAArguments, training_args: QATrainingArguments) -> dict:
     """Optionally fine-tune, then evaluate on the test questions; returns the metrics."""
+    for name in ("train_sampling", "test_sampling"):
+        if getattr(args, name) not in SAMPLING_RULES:
+            raise ValueError(f"`--{name}` must be one of {SAMPLING_RULES}, got {getattr(args, name)!r}.")
     model = load_model(args)
     tokenizer = BertTokenizer.from_pretrained(args.model_name_or_path)
     image_size = args.image_size or model.config.vision_config.image_hw[0]
     train, test, answer_list, images = load_data(args, training_args)
 
     def decoder(training: bool):
-        transform = (Stage2TrainTransform(image_size, flip_prob=0.0) if training and args.augment
-                     else EvalTransform(image_size, keep_aspect_ratio=False))
-        seed = training_args.seed if training else None
-        if images:
-            return ImageClipDecoder(transform, seed=seed)
-        return VideoClipDecoder(num_frames=args.num_frames, sampling="rand" if training else "middle",
-                                transform=transform, seed=seed)
+        return clip_decoder(args, training_args.seed, image_size, training, images)
 
     metrics: dict = {}
     if training_args.do_train:
