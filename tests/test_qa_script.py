@@ -10,11 +10,12 @@ import evaluate
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel, AutoModelForMultipleChoice, BertTokenizer
+from transformers import AutoModel, AutoModelForMultipleChoice, AutoProcessor, BertTokenizer
 
 from _retrieval_tiny import minilm_dir, tiny_config, tiny_inputs, tiny_vision_config
 from modeling_umt import UMTForVideoMultipleChoice, UMTForVideoQuestionAnswering, UMTForVideoTextRetrieval
 from modeling_umt.metrics import metric_path
+from processors.processing_umt import UMTProcessor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,6 +81,16 @@ def test_run_qa_trains_saves_and_reloads_then_multiple_choice(tmp_path, monkeypa
     assert 0.0 <= metrics["accuracy"] <= 100.0 and "majority_baseline_accuracy" in metrics
     predictions = json.loads((tmp_path / "qa" / "qa_predictions.json").read_text())
     assert len(predictions) == 4 and all(p["prediction"] for p in predictions)
+    # the folder carries its UMTProcessor and a card with the measured accuracy; a rerun changes no byte
+    assert isinstance(AutoProcessor.from_pretrained(tmp_path / "qa" / "model"), UMTProcessor)
+    assert "accuracy" in (tmp_path / "qa" / "model" / "README.md").read_text()
+    before = {p: p.read_bytes() for p in (tmp_path / "qa").rglob("*") if p.is_file()}
+    run_qa.main([
+        "--model_name_or_path", str(tmp_path / "stage2"), "--do_train", "--max_steps", "2",
+        "--per_device_train_batch_size", "4", "--train_limit", "8", "--test_limit", "4", "--k_test", "8",
+        "--output_dir", str(tmp_path / "qa"), *common,
+    ])
+    assert {p: p.read_bytes() for p in (tmp_path / "qa").rglob("*") if p.is_file()} == before
     # the saved model reloads with AutoModel and answers through rank_answers and generate
     model = AutoModel.from_pretrained(tmp_path / "qa" / "model").eval()
     tokenizer = BertTokenizer.from_pretrained(tmp_path / "qa" / "model")

@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import modeling_umt  # noqa: E402,F401  (registers the Auto classes)
 from modeling_umt import UMTForVideoMultipleChoice, UMTForVideoQuestionAnswering  # noqa: E402
 from modeling_umt.cli import ScriptTrainingArguments, SyntheticDataArguments, parse_script_arguments  # noqa: E402
+from modeling_umt.model_card import update_model_card  # noqa: E402
 from modeling_umt.qa_evaluation import evaluate_multiple_choice, evaluate_qa  # noqa: E402
 from modeling_umt.trainers import DecoderEpochCallback, UMTVideoQATrainer  # noqa: E402
 from processors.sampling import SAMPLING_RULES  # noqa: E402
@@ -177,8 +178,12 @@ def run(args: QAArguments, training_args: QATrainingArguments) -> dict:
             data_collator=VideoQACollator(tokenizer, args.max_question_length, args.max_answer_length),
             callbacks=[DecoderEpochCallback(train_decoder)],
         )
-        trainer.train()
-        trainer.save_model_atomic(os.path.join(training_args.output_dir, "model"), save_extras=tokenizer.save_pretrained)
+        final_dir = os.path.join(training_args.output_dir, "model")
+        if not trainer.train_resuming(final_dir) and os.path.isdir(final_dir):
+            logger.info("The run in %s is finished: evaluating its saved model %s", training_args.output_dir, final_dir)
+            model = AutoModel.from_pretrained(final_dir)
+        else:  # the folder gets its UMTProcessor (built on the tokenizer) and a model card
+            trainer.save_model_atomic(final_dir, card_arguments=(args,), max_text_length=args.max_question_length)
         metrics["majority_answer"] = majority_answer(train)
 
     test_decoder = decoder(False)
@@ -196,6 +201,9 @@ def run(args: QAArguments, training_args: QATrainingArguments) -> dict:
     logger.info("QA metrics: %s", json.dumps(metrics))
     os.makedirs(training_args.output_dir, exist_ok=True)
     atomic_write_text(os.path.join(training_args.output_dir, "qa_metrics.json"), json.dumps(metrics, indent=2))
+    if training_args.do_train and training_args.should_save:  # the model card gets what it measured
+        update_model_card(os.path.join(training_args.output_dir, "model"),
+                          {"qa": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
     atomic_write_text(os.path.join(training_args.output_dir, "qa_predictions.json"), json.dumps(rows, indent=1))
     return metrics
 
