@@ -40,7 +40,8 @@ import numpy as np
 
 from .fileio import publish_directory, staging_path
 
-__all__ = ["CLASS_NAMES", "SyntheticConfig", "ensure_synthetic_dataset", "generate_synthetic_dataset", "render_clip"]
+__all__ = ["CLASS_NAMES", "SyntheticConfig", "ensure_synthetic_dataset", "generate_synthetic_dataset", "render_clip",
+           "render_in_pool"]
 
 # Bump when the rendering changes, so cached datasets made by older code are not reused.
 GENERATOR_VERSION = 2
@@ -261,6 +262,17 @@ def render_clip(index: int, config: SyntheticConfig, label: int | None = None) -
     return frames, meta
 
 
+def render_in_pool(render, jobs: list, num_workers: int | None = None) -> list:
+    """`[render(job) for job in jobs]`, in up to `num_workers` processes (default: one per CPU core)."""
+    workers = max(1, min(num_workers or os.cpu_count() or 1, len(jobs)))
+    if workers == 1:
+        return [render(job) for job in jobs]
+    # fork starts workers in milliseconds; spawn (macOS, Windows) re-imports the render function's light module only.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(workers) as pool:
+        return pool.map(render, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+
+
 def encode_mp4(frames: np.ndarray, path: str | os.PathLike, fps: int = 8, codec: str = "libx264") -> None:
     """Write uint8 frames (T, H, W, 3) to an mp4 file (yuv420p) with PyAV."""
     import av  # imported here so rendering alone does not need PyAV
@@ -310,15 +322,7 @@ def generate_synthetic_dataset(
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"out_dir {str(out)!r} exists and is not empty; choose a new folder")
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    workers = max(1, min(num_workers or os.cpu_count() or 1, config.num_videos))
-    jobs = [(i, config, str(out)) for i in range(config.num_videos)]
-    if workers == 1:
-        rows = [_render_and_write(job) for job in jobs]
-    else:
-        # fork starts workers in milliseconds; spawn (macOS, Windows) re-imports this light module only.
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(workers) as pool:
-            rows = pool.map(_render_and_write, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+    rows = render_in_pool(_render_and_write, [(i, config, str(out)) for i in range(config.num_videos)], num_workers)
 
     columns = ["path", "label", "label_name", "caption", "split"]
     with open(out / "metadata.csv", "w", newline="") as handle:

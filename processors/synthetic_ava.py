@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import publish_directory, staging_path
-from .synthetic import COLOURS, SHAPES, _draw, default_cache_dir, encode_mp4
+from .synthetic import COLOURS, SHAPES, _draw, default_cache_dir, encode_mp4, render_in_pool
 
 __all__ = ["AVA_SYNTHETIC_ACTIONS", "MOTION_ACTIONS", "SyntheticAVAConfig", "ensure_synthetic_ava_dataset",
            "generate_synthetic_ava_dataset", "render_ava_clip"]
@@ -164,14 +163,7 @@ def generate_synthetic_ava_dataset(out_dir: str | os.PathLike, config: Synthetic
         raise ValueError(f"out_dir {str(out)!r} exists and is not empty; choose a new folder")
     (out / "videos").mkdir(parents=True, exist_ok=True)
     (out / "annotations").mkdir()
-    jobs = [(i, config, str(out)) for i in range(config.num_videos)]
-    workers = max(1, min(num_workers or os.cpu_count() or 1, config.num_videos))
-    if workers == 1:
-        rows = [_render_and_write(job) for job in jobs]
-    else:
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(workers) as pool:
-            rows = pool.map(_render_and_write, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+    rows = render_in_pool(_render_and_write, [(i, config, str(out)) for i in range(config.num_videos)], num_workers)
     for split in ("train", "val"):
         with open(out / "annotations" / f"{split}.csv", "w", newline="") as handle:
             writer = csv.writer(handle)

@@ -14,8 +14,7 @@ from ..configuration_umt import UMTDetectionConfig
 from ..modeling_umt_detection import UMTForVideoActionDetection
 from .base import ConversionError, Family, Settings, majority_dim
 from .keymap import norm_key_map, vit_key_map
-from .reading import id2label_from_file
-from .vit_families import _drop_path, backbone_pattern, infer_vit
+from .vit_families import _drop_path, backbone_pattern, infer_vit, name_labels
 
 __all__ = ["DETECTION", "is_detection_checkpoint"]
 
@@ -43,18 +42,7 @@ def _infer_detection(sd: Mapping[str, torch.Tensor], settings: Settings) -> dict
     )
     settings.log(f"  position table reference = {kwargs['num_frames']} frames x {kwargs['image_size'] // patch}^2 "
                  "(resized bicubically, frame by frame, to every input as official)")
-    if settings.flags.get("label_file") is not None:
-        kwargs["id2label"] = id2label_from_file(settings.flags["label_file"], num_labels)
-        settings.log(f"  labels = {num_labels} names (flag --label_file)")
-    elif len(settings.saved_value("id2label") or {}) == num_labels:
-        kwargs["id2label"] = {int(k): v for k, v in settings.saved["id2label"].items()}
-        settings.log(f"  labels = {num_labels} names (from the config stored by --reverse)")
-    else:
-        settings.log(f"  labels = LABEL_0 .. LABEL_{num_labels - 1} (default: AVA column i is action id i + 1; set "
-                     "--label_file to name them)")
-    if "id2label" in kwargs:
-        kwargs["label2id"] = {v: k for k, v in kwargs["id2label"].items()}
-    return kwargs
+    return name_labels(kwargs, settings, num_labels, "AVA column i is action id i + 1")
 
 
 def _detection_map(config: UMTDetectionConfig):

@@ -172,6 +172,12 @@ def _infer_classifier(sd: Mapping[str, torch.Tensor], settings: Settings) -> dic
         initializer_type="trunc_normal", drop_path_rate=_drop_path(settings, kwargs["hidden_size"],
                                                                    kwargs["num_hidden_layers"]),
     )
+    return name_labels(kwargs, settings, num_labels, "the checkpoint stores no class names")
+
+
+def name_labels(kwargs: dict, settings: Settings, num_labels: int, default_why: str) -> dict:
+    """Add id2label / label2id to a classifier-like config's `kwargs`: from `--label_file`, else from the config a
+    `--reverse` stored, else none (LABEL_i, logged with `default_why`). Returns `kwargs`."""
     if settings.flags.get("label_file") is not None:
         kwargs["id2label"] = id2label_from_file(settings.flags["label_file"], num_labels)
         settings.log(f"  labels = {num_labels} names (flag --label_file)")
@@ -179,8 +185,8 @@ def _infer_classifier(sd: Mapping[str, torch.Tensor], settings: Settings) -> dic
         kwargs["id2label"] = {int(k): v for k, v in settings.saved["id2label"].items()}
         settings.log(f"  labels = {num_labels} names (from the config stored by --reverse)")
     else:
-        settings.log(f"  labels = LABEL_0 .. LABEL_{num_labels - 1} (default: the checkpoint stores no class names; "
-                     "set --label_file to name them)")
+        settings.log(f"  labels = LABEL_0 .. LABEL_{num_labels - 1} (default: {default_why}; set --label_file to name "
+                     "them)")
     if "id2label" in kwargs:
         kwargs["label2id"] = {v: k for k, v in kwargs["id2label"].items()}
     return kwargs
