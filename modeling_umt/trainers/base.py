@@ -27,6 +27,7 @@ from processors.fileio import publish_directory
 from ..model_card import update_model_card
 from ..publishing import complete_model_folder
 from .optim import decay_parameter_names
+from .callbacks import ProgressFileCallback
 
 logger = logging.get_logger(__name__)
 
@@ -106,6 +107,7 @@ class UMTTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._scalars = ScalarAccumulator()
+        self.add_callback(ProgressFileCallback())  # <output_dir>/progress.json: step, seconds per step, ETA
 
     # ---- the loss --------------------------------------------------------------------------------------------------
     def model_outputs(self, model: nn.Module, inputs: dict) -> ModelOutput:
