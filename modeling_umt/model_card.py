@@ -45,10 +45,10 @@ _KINDS = {
                                      "decoder)", "video-question-answering"),
     "UMTForVideoActionDetection": ("a UMT spatiotemporal action detector (video ViT, ROIAlign head, AVA-style)",
                                    "action-detection"),
-    "TeacherFrameLevelClassifier": ("a frame-level video classifier over a CLIP-style image tower: the UMT image "
-                                    "teacher fine-tuned as a baseline (each frame encoded alone, the tower's projected "
-                                    "image embeddings averaged over the frames, LayerNorm, linear head), so frame "
-                                    "order cannot matter to it", "video-classification"),
+    "TeacherFrameLevelClassifier": ("a frame-level video classifier over a CLIP-style image tower (a UMT image "
+                                    "teacher fine-tuned as a baseline: each frame encoded alone, the tower's projected "
+                                    "image embeddings averaged over the frames, LayerNorm, linear head; frame order "
+                                    "cannot matter to it)", "video-classification"),
 }  # fmt: skip
 
 _USAGE = {

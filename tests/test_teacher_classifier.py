@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training_scripts"))
 
 LABELS = {0: "left", 1: "right", 2: "still"}
+# The saved folder in a fresh interpreter that cannot import this project: only the folder's own code serves it.
+REMOTE = textwrap.dedent(
+    """
+    import json, sys
+
+    class Refuse:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("modeling_umt", "processors"):
+                raise ImportError(f"{name} must not be imported by remote code")
+
+    sys.meta_path.insert(0, Refuse())
+    from transformers import pipeline
+
+    classify = pipeline("video-classification", model=sys.argv[1], trust_remote_code=True)
+    print("RESULT " + json.dumps({"scores": classify(sys.argv[2], top_k=3), "model": type(classify.model).__name__}))
+    """
+)
 
 
 def save_tiny_teacher(folder: Path, image_size: int = 16, seed: int = 0) -> CLIPVisionModelWithProjection:
@@ -208,6 +228,15 @@ def test_run_finetune_fine_tunes_a_teacher_folder_end_to_end(tmp_path, monkeypat
     scores = classify(video, top_k=len(names))
     assert {r["label"] for r in scores} == set(names)
     assert sum(r["score"] for r in scores) == pytest.approx(1.0, abs=1e-4)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    proc = subprocess.run([sys.executable, "-c", REMOTE, str(folder), video], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    remote = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert remote["model"] == "TeacherFrameLevelClassifier"
+    assert [r["label"] for r in remote["scores"]] == [r["label"] for r in scores[:3]]
+    assert [r["score"] for r in remote["scores"]] == pytest.approx([r["score"] for r in scores[:3]], abs=1e-6)
 
     # a rerun finds the run finished and changes nothing
     before = (folder / "model.safetensors").read_bytes()
