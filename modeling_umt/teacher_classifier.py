@@ -82,7 +82,8 @@ class TeacherFrameLevelClassifier(CLIPPreTrainedModel):
             init.copy_(module.weight, weight * self.config.head_init_scale)
             init.zeros_(module.bias)
         elif isinstance(module, TeacherFrameLevelClassifier):  # CLIP's rule for the projection of a tower alone
-            init.normal_(module.visual_projection.weight, std=self.config.hidden_size**-0.5 * self.config.initializer_factor)
+            std = self.config.hidden_size**-0.5 * self.config.initializer_factor
+            init.normal_(module.visual_projection.weight, std=std)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.vision_model.embeddings.patch_embedding
