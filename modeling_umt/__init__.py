@@ -34,6 +34,7 @@ from .modeling_umt_detection import UMTActionDetectionOutput, UMTForVideoActionD
 from .modeling_umt_mc import UMTForVideoMultipleChoice
 from .modeling_umt_qa import UMTForVideoQuestionAnswering, UMTVideoQAOutput
 from .modeling_umt_retrieval import UMTForVideoTextRetrieval, UMTVideoTextOutput
+from .teacher_classifier import TeacherFrameLevelClassifier
 from .zero_shot import UMTZeroShotVideoClassificationPipeline
 
 AutoConfig.register("umt", UMTConfig, exist_ok=True)
@@ -67,6 +68,9 @@ UMTForVideoActionDetection.register_for_auto_class("AutoModel")
 UMTQAConfig.register_for_auto_class()
 UMTForVideoQuestionAnswering.register_for_auto_class("AutoModel")
 UMTForVideoMultipleChoice.register_for_auto_class("AutoModelForMultipleChoice")
+# Its config is the tower's CLIPVisionConfig (not registered to it: a CLIP tower stays a CLIP tower); the auto_map
+# alone sends AutoModelForVideoClassification to it, with trust_remote_code=True.
+TeacherFrameLevelClassifier.register_for_auto_class("AutoModelForVideoClassification")
 
 
 def _register_video_processor() -> None:
@@ -113,4 +117,5 @@ __all__ = [
     "UMTForVideoQuestionAnswering",
     "UMTVideoQAOutput",
     "UMTForVideoMultipleChoice",
+    "TeacherFrameLevelClassifier",
 ]

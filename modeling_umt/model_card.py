@@ -45,6 +45,10 @@ _KINDS = {
                                      "decoder)", "video-question-answering"),
     "UMTForVideoActionDetection": ("a UMT spatiotemporal action detector (video ViT, ROIAlign head, AVA-style)",
                                    "action-detection"),
+    "TeacherFrameLevelClassifier": ("a frame-level video classifier over a CLIP-style image tower (a UMT image "
+                                    "teacher fine-tuned as a baseline: each frame encoded alone, the tower's projected "
+                                    "image embeddings averaged over the frames, LayerNorm, linear head; frame order "
+                                    "cannot matter to it)", "video-classification"),
 }  # fmt: skip
 
 _USAGE = {
@@ -164,7 +168,7 @@ def model_card(
         front.append(f"pipeline_tag: {task}")
     front.append("---")
     lines = front + ["", f"# {architecture}", "", f"This is {what}: {shape}, {num_parameters:,} parameters."]
-    if architecture == "UMTForVideoClassification" and labels:
+    if task == "video-classification" and labels:
         names = [labels[k] for k in sorted(labels, key=int)]
         lines.append(f"It predicts {len(names)} classes: {', '.join(map(str, names[:20]))}"
                      + (", ..." if len(names) > 20 else "") + ".")  # fmt: skip

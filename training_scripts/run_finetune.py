@@ -20,7 +20,9 @@ Outputs under `--output_dir`: checkpoints, `model/` (the fine-tuned `UMTForVideo
 `adapter/` (the LoRA adapter; `model/` then holds the merged model), and `test_results.json` (multi-view top-1 / top-5).
 
 The logic lives in `modeling_umt` and `processors`; this file parses arguments and wires objects (`--frame_level`
-trains `modeling_umt.UMTFrameLevelClassifier`, the frame-level baseline of the evidence run).
+trains `modeling_umt.UMTFrameLevelClassifier`, the frame-level baseline of the evidence run). A
+`--model_name_or_path` that is a saved CLIP vision tower (`CLIPVisionModelWithProjection`, e.g. the main job's image
+teacher) is fine-tuned the same way as `modeling_umt.TeacherFrameLevelClassifier`: the teacher as a baseline.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from modeling_umt.cli import (  # noqa: E402
 )
 from modeling_umt.loading import load_video_classifier  # noqa: E402
 from modeling_umt.publishing import complete_model_folder  # noqa: E402
+from modeling_umt.teacher_classifier import TeacherFrameLevelClassifier, is_image_tower_folder  # noqa: E402
 from modeling_umt.trainers import (  # noqa: E402
     DecoderEpochCallback,
     UMTFineTuningTrainer,
@@ -71,7 +74,9 @@ class ModelArguments(StudentShapeArguments):
         default=None,
         metadata={
             "help": "A run_stage1 output (UMTForPreTraining; its final norm is dropped), a UMTVideoModel, or a "
-            "UMTForVideoClassification (e.g. a converted official fine-tuned model). Default: random init."
+            "UMTForVideoClassification (e.g. a converted official fine-tuned model), or a CLIP image tower "
+            "(CLIPVisionModelWithProjection folder, e.g. the image teacher): a frame-level classifier over its image "
+            "embeddings. Default: random init."
         },
     )
     model_preset: str | None = field(default=None, metadata={"help": "'umt-b16' / 'umt-l16' for a random init."})
@@ -169,7 +174,23 @@ def given_labels(data_args: DataArguments, synthetic_root) -> list[str] | None:
     return None
 
 
+def build_teacher_classifier(model_args: ModelArguments, data_args: DataArguments, id2label: dict[int, str]):
+    """The image tower in `--model_name_or_path` as a `TeacherFrameLevelClassifier` (frame-level by construction)."""
+    for flag, value in (("--label_subset", model_args.label_subset), ("--use_peft", model_args.use_peft)):
+        if value:
+            raise ValueError(f"{flag} {value!r} is not supported for an image tower ({model_args.model_name_or_path} "
+                             "is a CLIP vision model): its head is new and its attention is CLIP's; drop the flag")
+    logger.info("Image tower %s: frame-level classifier over its image embeddings (no stochastic depth in the "
+                "tower: --drop_path_rate %s unused)", model_args.model_name_or_path, model_args.drop_path_rate)
+    return TeacherFrameLevelClassifier.from_teacher(
+        model_args.model_name_or_path, id2label, num_frames=data_args.num_frames, image_size=data_args.image_size,
+        classifier_dropout=model_args.classifier_dropout, attn_implementation=model_args.attn_implementation,
+    )  # fmt: skip
+
+
 def build_model(model_args: ModelArguments, data_args: DataArguments, id2label: dict[int, str]):
+    if model_args.model_name_or_path and is_image_tower_folder(model_args.model_name_or_path):
+        return build_teacher_classifier(model_args, data_args, id2label)
     overrides = dict(drop_path_rate=model_args.drop_path_rate, classifier_dropout=model_args.classifier_dropout)
     from transformers.integrations import is_deepspeed_zero3_enabled
 

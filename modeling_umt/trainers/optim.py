@@ -40,16 +40,19 @@ def stage2_decay_parameter_names(model: nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if not (p.ndim == 1 or name.endswith(".bias"))]
 
 
-_BLOCK_ID = re.compile(r"(?:^|\.)(?:encoder\.layer|blocks)\.(\d+)\.")
-_EMBEDDING_NAMES = re.compile(r"(?:^|\.)(?:embeddings|patch_embed|pos_embed|cls_token|mask_token)(?:\.|$)")
+_BLOCK_ID = re.compile(r"(?:^|\.)(?:encoder\.layers?|blocks)\.(\d+)\.")
+_EMBEDDING_NAMES = re.compile(
+    r"(?:^|\.)(?:embeddings|patch_embed|pos_embed|cls_token|mask_token|pre_layrnorm)(?:\.|$)"
+)
 
 
 def umt_layer_id(name: str, num_layers: int) -> int:
     """Layer id of a parameter for layer-wise lr decay (official `get_num_layer_for_vit`).
 
-    Patch / position embeddings (and `cls_token`, `mask_token`) -> 0; block i (`encoder.layer.i.`, or the official
-    `blocks.i.`) -> i + 1; everything else (`pooler.norm` = fc_norm, `classifier` = head, a final norm) -> L + 1.
-    Prefixes such as `umt.` or peft's `base_model.model.` do not matter.
+    Patch / position embeddings (and `cls_token`, `mask_token`; a CLIP tower's `embeddings` and `pre_layrnorm`) -> 0;
+    block i (`encoder.layer.i.`, the official `blocks.i.`, a CLIP tower's `encoder.layers.i.`) -> i + 1; everything
+    else (`pooler.norm` = fc_norm, `classifier` = head, a final norm, CLIP's `post_layernorm` and
+    `visual_projection`) -> L + 1. Prefixes such as `umt.` or peft's `base_model.model.` do not matter.
     """
     block = _BLOCK_ID.search(name)
     if block is not None:
