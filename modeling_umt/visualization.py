@@ -223,6 +223,47 @@ def plot_semantic_masks(
     return out
 
 
+def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> torch.Tensor:
+    """(K, K) int64 counts: row = true class, column = predicted class."""
+    labels, predictions = torch.as_tensor(labels, dtype=torch.long), torch.as_tensor(predictions, dtype=torch.long)
+    if labels.shape != predictions.shape or labels.ndim != 1:
+        raise ValueError(f"labels and predictions must be two 1-D sequences of one length, got {tuple(labels.shape)} "
+                         f"and {tuple(predictions.shape)}")
+    for name, values in (("labels", labels), ("predictions", predictions)):
+        if len(values) and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{name} must be class ids in 0..{num_classes - 1}, got {values.min()}..{values.max()}")
+    return torch.bincount(labels * num_classes + predictions, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def plot_confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str], output_path: str | os.PathLike,
+                          title: str = "") -> Path:
+    """Draw a (K, K) confusion matrix (rows: true class, columns: predicted), each row as shares of its clips, the
+    counts written in the cells. Returns the PNG path."""
+    matrix = torch.as_tensor(matrix)
+    k = len(class_names)
+    if tuple(matrix.shape) != (k, k):
+        raise ValueError(f"matrix must be ({k}, {k}) for {k} class names, got {tuple(matrix.shape)}")
+    shares = matrix.float() / matrix.sum(1, keepdim=True).clamp_min(1)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(0.55 * k + 2.5, 0.55 * k + 2))
+    ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if matrix[i, j]:
+                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(k), class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    accuracy = matrix.diag().sum().item() / max(matrix.sum().item(), 1)
+    ax.set_title(f"{title}{' - ' if title else ''}top-1 {100 * accuracy:.1f}% on {int(matrix.sum())} clips", fontsize=8)
+    fig.tight_layout()
+    out = _save(fig, output_path)
+    plt.close(fig)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------------------
@@ -266,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     return out
 
 
-__all__ = ["highlight_kept", "load_clips", "loss_terms", "plot_loss_curves", "plot_semantic_masks", "read_log_history", "teacher_mask"]
+__all__ = ["confusion_matrix", "highlight_kept", "load_clips", "loss_terms", "plot_confusion_matrix", "plot_loss_curves",
+           "plot_semantic_masks", "read_log_history", "teacher_mask"]
 
 if __name__ == "__main__":
     main()
