@@ -1,7 +1,7 @@
 """The fuzz suite: bad inputs to configs, model forwards, files, URLs and checkpoints, one case each (a table, one
 pytest id per case). Every case must end as a clear error naming the problem (its message is matched) or as a
 correct result; see tests/_fuzz.py for the classification and tests/fuzz_counts.py for the counts table of
-docs/reliability.md. The table cases (labels, captions, paths) are in tests/test_fuzz_tables.py."""
+docs/reliability.md. The table cases (labels, captions, paths, AVA lines) are in tests/test_fuzz_tables.py."""
 
 from __future__ import annotations
 
