@@ -1,5 +1,5 @@
 """modeling_umt.config_validation: the one field validator every config uses (types, finiteness, ranges), the warning
-for unknown saved keys and the refusal of another model's model_type. The per-field bad values of UMTConfig and
+for unknown saved keys and the refusal of another model's model_type. The per-field bad values of UMTConfig,
 UMTRetrievalConfig, UMTDetectionConfig and UMTQAConfig are cases of the fuzz suite (tests/test_fuzz.py)."""
 
 from __future__ import annotations
