@@ -196,13 +196,59 @@ def check_model_type(cls: type, config_dict: Mapping, source: str) -> None:
         )
 
 
+def check_labels(owner: str, id2label, num_labels) -> None:
+    """The label fields given to a config's constructor: `num_labels` an int >= 0; `id2label` the class ids 0..K-1
+    without gaps (keys may be their strings, as in a saved config.json); both given: `num_labels == len(id2label)`
+    (transformers would only warn and replace the given names by LABEL_0...)."""
+    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int)):
+        raise TypeError(f"{owner}: `num_labels` must be int, got {num_labels!r} ({type(num_labels).__name__}).")
+    if num_labels is not None and num_labels < 0:
+        raise ValueError(f"{owner}: `num_labels` must be >= 0, got {num_labels!r}.")
+    if id2label is None:
+        return
+    if not isinstance(id2label, Mapping):
+        raise TypeError(f"{owner}: `id2label` must be a dict of class id -> name, got {id2label!r}.")
+    ids = []
+    for key in id2label:
+        try:
+            ids.append(int(key))
+        except (TypeError, ValueError):
+            raise ValueError(f"{owner}: `id2label` keys must be class ids (0, 1, ...), got the key {key!r}.") from None
+    if sorted(ids) != list(range(len(ids))):
+        raise ValueError(f"{owner}: `id2label` keys must be the class ids 0..{len(ids) - 1} without gaps or repeats, "
+                         f"got {sorted(ids)[:10]}{'...' if len(ids) > 10 else ''}.")
+    if num_labels is not None and num_labels != len(ids):
+        raise ValueError(f"{owner}: `num_labels` ({num_labels}) does not match `id2label`, which names {len(ids)} "
+                         f"classes; give one of them, or both alike.")
+
+
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
 
 class ValidatedConfigMixin:
-    """Adds to a config class: at `from_pretrained`, a saved `model_type` of another model fails, and unknown keys of
-    the saved config.json warn. Put it first among the bases: `class MyConfig(ValidatedConfigMixin, PreTrainedConfig)`.
+    """Adds to a config class: at construction, `num_labels` and `id2label` are checked (`check_labels`); at
+    `from_pretrained`, a saved `model_type` of another model fails, and unknown keys of the saved config.json warn.
+    Put it first among the bases: `class MyConfig(ValidatedConfigMixin, PreTrainedConfig)`.
+
+    `from_pretrained(..., num_labels=N)` (or `from_dict`) with N unlike the saved classes stays transformers' way to
+    give a loaded model a new head: the saved names are replaced by LABEL_0..LABEL_{N-1}, with a warning.
     """
+
+    def __post_init__(self, **kwargs):
+        check_labels(type(self).__name__, self.id2label, kwargs.get("num_labels"))
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        num_labels = kwargs.pop("num_labels", None)
+        saved = config_dict.get("id2label")
+        if num_labels is not None and saved is not None and num_labels != len(saved):
+            logger.warning("%s: num_labels=%r replaces the %d saved classes (%s...) by generic names LABEL_<i>",
+                           cls.__name__, num_labels, len(saved), list(saved.values())[:3])
+            config_dict = {k: v for k, v in config_dict.items() if k not in ("id2label", "label2id")}
+        if num_labels is not None:
+            kwargs["num_labels"] = num_labels
+        return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -217,5 +263,5 @@ class ValidatedConfigMixin:
 
 __all__ = [
     "NON_NEGATIVE", "POSITIVE", "POSITIVE_REAL", "PROBABILITY", "Range", "ValidatedConfigMixin", "check_config_fields",
-    "check_model_type", "warn_unknown_keys",
+    "check_labels", "check_model_type", "warn_unknown_keys",
 ]

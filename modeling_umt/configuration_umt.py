@@ -231,5 +231,11 @@ class UMTDetectionConfig(UMTConfig):
 
     use_final_norm: bool = True
 
+    def validate_architecture(self):
+        """`UMTConfig`'s checks, and at least one action (`num_labels`, the logit columns of every box)."""
+        super().validate_architecture()
+        if self.num_labels < 1:
+            raise ValueError(f"`num_labels` (the actions a detector scores) must be >= 1, got {self.num_labels}.")
+
 
 __all__ = ["UMTConfig", "UMTDetectionConfig", "UMT_FIELD_RANGES", "UMT_PRESETS"]

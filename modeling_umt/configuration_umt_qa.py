@@ -9,19 +9,31 @@ of `num_hidden_layers - fusion_layer` layers, every one cross-attending to the q
 
 from __future__ import annotations
 
+import logging
+
 from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 from transformers.configuration_utils import PreTrainedConfig
 
+from .config_validation import NON_NEGATIVE, POSITIVE, ValidatedConfigMixin, check_config_fields
 from .configuration_umt import UMTConfig
 from .configuration_umt_retrieval import STAGE2_VISION_DEFAULTS
+
+logger = logging.getLogger(__name__)
 
 # Official QA fine-tuning: 12 frames (configs/qa*.py), no alignment heads (the QA model has no UTA loss).
 QA_VISION_DEFAULTS: dict = {**STAGE2_VISION_DEFAULTS, "num_frames": 12, "uta_num_layers": 0}
 
+# Bounds of the numeric fields (types and finiteness come from the annotations; see config_validation.py).
+QA_FIELD_RANGES = {
+    "fusion_layer": NON_NEGATIVE, "max_question_length": POSITIVE, "max_answer_length": POSITIVE,
+    "rank_k": POSITIVE, "decoder_start_token_id": NON_NEGATIVE, "eos_token_id": NON_NEGATIVE,
+    "initializer_range": NON_NEGATIVE,
+}
+
 
 @strict
-class UMTQAConfig(PreTrainedConfig):
+class UMTQAConfig(ValidatedConfigMixin, PreTrainedConfig):
     r"""
     Configuration of `UMTForVideoQuestionAnswering`.
 
@@ -76,17 +88,24 @@ class UMTQAConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: each message names the field, its value and what is expected."""
+        check_config_fields(self, QA_FIELD_RANGES)
+        if not isinstance(self.vision_config, UMTConfig):
+            raise TypeError(f"`vision_config` must be a UMTConfig or a dict, got {type(self.vision_config).__name__}.")
+        if not isinstance(self.text_config, BertConfig):
+            raise TypeError(f"`text_config` must be a BertConfig or a dict, got {type(self.text_config).__name__}.")
         layers = self.text_config.num_hidden_layers
         if not 0 <= self.fusion_layer < layers:
             raise ValueError(
                 f"`fusion_layer` ({self.fusion_layer}) must be in [0, `text_config.num_hidden_layers` ({layers})): the "
                 "answer decoder has num_hidden_layers - fusion_layer >= 1 layers."
             )
-        for name in ("max_question_length", "max_answer_length", "rank_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if self.max_answer_length < 2:
             raise ValueError(f"`max_answer_length` must be >= 2 ([CLS] + one token), got {self.max_answer_length}.")
+        vocab = self.text_config.vocab_size
+        for name in ("decoder_start_token_id", "eos_token_id"):
+            if getattr(self, name) >= vocab:  # a warning, as in UMTRetrievalConfig: a BERT often comes before its ids
+                logger.warning("`%s` (%d) is not a token id below `text_config.vocab_size` (%d): set it to the "
+                               "tokenizer's id before answers are decoded.", name, getattr(self, name), vocab)
         if self.text_config.is_decoder or self.text_config.add_cross_attention:
             raise ValueError(
                 "`text_config` must be a plain BERT encoder (is_decoder=False, add_cross_attention=False): the fusion "
@@ -94,4 +113,4 @@ class UMTQAConfig(PreTrainedConfig):
             )
 
 
-__all__ = ["UMTQAConfig", "QA_VISION_DEFAULTS"]
+__all__ = ["QA_FIELD_RANGES", "QA_VISION_DEFAULTS", "UMTQAConfig"]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from processors.detection import boxes_to_normalized, make_image_key, read_ava_annotations, read_ava_exclusions
+from processors.rows import RowCheck
 
 __all__ = ["ava_frame_map_metrics", "box_iou", "collect_detections", "frame_average_precision",
            "groundtruth_from_annotations", "voc_average_precision"]
@@ -174,16 +175,27 @@ def collect_detections(
 
 
 def ava_frame_map_metrics(
-    groundtruth_csv: str,
+    groundtruth_csv: str | Mapping[str, list],
     label_map: Mapping[int, str],
-    exclusions: str | None = None,
+    exclusions: str | set[str] | None = None,
     groups: Mapping[str, Iterable[int]] | None = None,
+    check: RowCheck | None = None,
 ) -> Callable[[dict], dict[str, float]]:
     """A `metrics_from_detections` for `UMTActionDetectionTrainer`: frame-mAP@0.5 (percent) over the actions of
     `label_map` against the AVA ground-truth CSV, skipping `exclusions`; also the AP of every action
-    (`AP@0.5/<name>`) and the mean AP of each named group of action ids (`mAP@0.5/<group>`)."""
-    groundtruth = groundtruth_from_annotations(read_ava_annotations(groundtruth_csv, class_ids=label_map))
-    excluded = read_ava_exclusions(exclusions)
+    (`AP@0.5/<name>`) and the mean AP of each named group of action ids (`mAP@0.5/<group>`).
+
+    `groundtruth_csv` / `exclusions` may also be what `read_ava_annotations` / `read_ava_exclusions` made of the files
+    (a script reads them once, for its records and here); bad lines of files read here go to `check` (None: strict).
+    """
+    if isinstance(groundtruth_csv, Mapping):
+        wanted = {int(c) for c in label_map}
+        annotations = {key: [row for row in rows if row[1] in wanted] for key, rows in groundtruth_csv.items()}
+        annotations = {key: rows for key, rows in annotations.items() if rows}
+    else:
+        annotations = read_ava_annotations(groundtruth_csv, class_ids=label_map, check=check)
+    groundtruth = groundtruth_from_annotations(annotations)
+    excluded = exclusions if isinstance(exclusions, (set, frozenset)) else read_ava_exclusions(exclusions, check)
 
     def metrics(detections: dict) -> dict[str, float]:
         result = frame_average_precision(groundtruth, detections, label_map, excluded)

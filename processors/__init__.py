@@ -97,7 +97,7 @@ _EXPORTS = {
         "records_from_webvid",
     ),
     "labels": ("read_label_file",),
-    "fileio": ("atomic_file", "atomic_write_text", "publish_directory", "staging_path"),
+    "fileio": ("atomic_file", "atomic_write_text", "cached_directory", "publish_directory", "staging_path"),
     "synthetic": ("SyntheticConfig", "ensure_synthetic_dataset", "generate_synthetic_dataset"),
     "mixing": ("VideoMixup",),
     "loaders": ("MediaInterleavedLoader",),

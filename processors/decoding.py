@@ -56,7 +56,9 @@ Records = Union[datasets.Dataset, datasets.IterableDataset]
 
 # Why a table row is skipped before decoding (`processors.rows.RowCheck`), counted beside decode failures.
 ROW_SKIP_REASONS = ("missing video", "missing caption", "missing label", "label not an integer", "label out of range",
-                    "unknown class name")
+                    "unknown class name",
+                    # lines of the AVA CSVs (processors.detection)
+                    "wrong column count", "missing value", "bad number", "bad box")
 DECODE_FAILED = "video failed to decode"
 
 

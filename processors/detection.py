@@ -7,7 +7,9 @@
   proposals with scores (CSV: video_id, timestamp, x1, y1, x2, y2, [action_id,] score; kept at score >= 0.8 as
   official), excluded timestamps, and the label-map pbtxt; `records_from_ava` groups them into one record per
   keyframe: {"video", "video_id", "timestamp", "boxes" (K, 4) normalised xyxy, "labels" (K, num_labels) multi-hot,
-  "box_scores" (K,)}.
+  "box_scores" (K,)}. Every CSV line is checked once through a `processors.rows.RowCheck` (`check=`): a bad line is
+  skipped and counted by reason, or, strict (the default without a check), raises `BadRowError` naming the file,
+  line, column and value. An empty person_id is a bad line; a 7-column annotation file has person_id None.
 - `DetectionTrainTransform` / `DetectionEvalTransform`: `SampleTransform`s that resize the short side (256), crop
   (training only) or pad to the patch multiple (test, as the official collator), flip, normalise with the Detectron
   mean / std on 0-255 values, and move the boxes with the pixels; `DetectionCollator` pads a batch to one size and
@@ -17,15 +19,18 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
+import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as tvF
 
 from .collate import VideoCollator
+from .rows import RowCheck
 from .transforms import SampleTransform, shortest_edge_size
 
 __all__ = [
@@ -39,6 +44,10 @@ AVA_STD = (57.375, 57.375, 57.375)
 AVA_PROPOSAL_THRESHOLD = 0.8  # official detector-box score threshold at test
 TEST_EXTEND = (0.1, 0.05)  # official `test_ext`
 TRAIN_JITTER = (0.2, 0.1, 0.1, 0.05)  # official `random_aug(jitter_x_out, jitter_x_in, jitter_y_out, jitter_y_in)`
+_INTEGER = re.compile(r"[+-]?\d+")
+_ANNOTATION_COLUMNS = ("video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "person_id")
+_PROPOSAL_COLUMNS = {7: ("video_id", "timestamp", "x1", "y1", "x2", "y2", "score"),
+                     8: ("video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "score")}
 
 
 # ---- box geometry ----------------------------------------------------------------------------------------------------
@@ -102,99 +111,181 @@ def make_image_key(video_id: str, timestamp) -> str:
 
 
 def read_ava_label_map(path: str | os.PathLike) -> dict[int, str]:
-    """The AVA label-map pbtxt (`item { name: "..." id: N }`, `id:` or `label_id:`) -> {action id: name}."""
+    """The AVA label-map pbtxt (`item { name: "..." id: N }`, `id:` or `label_id:`) -> {action id: name}.
+
+    The label map defines the classes, so a bad line is never skipped: it raises a ValueError naming the file, the
+    line and what was expected."""
     names, name = {}, None
     with open(path) as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             line = line.strip()
+            where = f"{path}, line {number}"
             if line.startswith("name:"):
-                name = line.split('"')[1]
+                parts = line.split('"')
+                if len(parts) < 3:
+                    raise ValueError(f"{where}: expected a quoted name (name: \"ride (e.g., a bike)\"), got {line!r}")
+                name = parts[1]
             elif line.startswith(("id:", "label_id:")):
                 if name is None:
-                    raise ValueError(f"{path}: an id line comes before its name line: {line!r}")
-                names[int(line.split()[-1])] = name
+                    raise ValueError(f"{where}: an id line comes before its name line: {line!r}")
+                value = line.split(":", 1)[1].strip()
+                if not _INTEGER.fullmatch(value):
+                    raise ValueError(f"{where}: expected an integer action id (id: 12), got {value!r} in {line!r}")
+                if int(value) in names:
+                    raise ValueError(f"{where}: action id {int(value)} is given twice ({names[int(value)]!r} and "
+                                     f"{name!r})")
+                names[int(value)] = name
                 name = None
     if not names:
         raise ValueError(f"{path}: no `name` / `id` items found; expected an AVA label-map pbtxt.")
     return names
 
 
-def read_ava_exclusions(path: str | os.PathLike | None) -> set[str]:
-    """Excluded timestamps (CSV: video_id, timestamp) -> a set of image keys (empty for None)."""
+# The AVA CSVs are read line by line; each line is checked once. A bad line (wrong column count, an empty cell, a cell
+# that is not the number expected, a box outside [0, 1]) goes to a `processors.rows.RowCheck`: skipped and counted
+# by reason, or, with `strict`, a `BadRowError` naming the file, line, column and value. No check: strict.
+
+
+class _BadCell(Exception):
+    def __init__(self, column: str, reason: str, detail: str):
+        super().__init__(detail)
+        self.column, self.reason, self.detail = column, reason, detail
+
+
+class _Line:
+    """One CSV line with named cells; each getter raises `_BadCell` naming the column, its value and what it needs."""
+
+    def __init__(self, cells: list[str], names: Sequence[str]):
+        self.cells, self.names = cells, names
+
+    def text(self, name: str) -> str:
+        i = self.names.index(name)
+        value = self.cells[i].strip()
+        if not value:
+            raise _BadCell(name, "missing value", f"{name} (column {i + 1}) is empty; expected a value")
+        return value
+
+    def integer(self, name: str) -> int:
+        value = self.text(name)
+        if not _INTEGER.fullmatch(value) or int(value) < 0:
+            raise _BadCell(name, "bad number", f"{name} (column {self.names.index(name) + 1}) is {value!r}; "
+                                               f"expected an integer >= 0")
+        return int(value)
+
+    def number(self, name: str) -> float:
+        value = self.text(name)
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise _BadCell(name, "bad number", f"{name} (column {self.names.index(name) + 1}) is {value!r}; "
+                                               f"expected a finite number")
+        return number
+
+    def key(self) -> str:
+        return make_image_key(self.text("video_id"), self.integer("timestamp"))
+
+    def box(self) -> tuple[float, float, float, float]:
+        box = tuple(self.number(name) for name in ("x1", "y1", "x2", "y2"))
+        for name, value in zip(("x1", "y1", "x2", "y2"), box):
+            if not 0.0 <= value <= 1.0:
+                raise _BadCell(name, "bad box", f"{name} (column {self.names.index(name) + 1}) is {value!r}; AVA "
+                                                f"boxes are normalised to [0, 1] (box {box})")
+        if box[2] < box[0] or box[3] < box[1]:
+            raise _BadCell("x2" if box[2] < box[0] else "y2", "bad box",
+                           f"the box {box} ends before it starts; expected x1 <= x2 and y1 <= y2")
+        return box
+
+
+def _read_lines(path, check: RowCheck | None, widths: dict[int, Sequence[str]], parse: Callable[[_Line], object]):
+    """`parse` of every non-empty line of the CSV at `path` with one of the column counts of `widths`, in order; bad
+    lines go to `check` (None: `RowCheck(strict=True)`)."""
+    check = check if check is not None else RowCheck(strict=True)
+    expected = " or ".join(f"{n} ({', '.join(names)})" for n, names in widths.items())
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                continue
+            names = widths.get(len(cells))
+            if names is None:
+                check.reject(path, reader.line_num, "*", "wrong column count",
+                             f"expected {expected} columns, got {len(cells)}: {cells}", unit="line")
+                continue
+            try:
+                yield parse(_Line(cells, names))
+            except _BadCell as bad:
+                check.reject(path, reader.line_num, bad.column, bad.reason, bad.detail, unit="line")
+
+
+def read_ava_exclusions(path: str | os.PathLike | None, check: RowCheck | None = None) -> set[str]:
+    """Excluded timestamps (CSV: video_id, timestamp) -> a set of image keys (empty for None). Bad lines: `check`."""
     if path is None:
         return set()
-    keys = set()
-    with open(path) as f:
-        for row in csv.reader(f):
-            if row:
-                if len(row) != 2:
-                    raise ValueError(f"{path}: excluded-timestamp rows have 2 columns (video_id, timestamp), got {row}")
-                keys.add(make_image_key(row[0], row[1]))
-    return keys
+    return set(_read_lines(path, check, {2: ("video_id", "timestamp")}, _Line.key))
 
 
-def _box(row: list[str], path) -> tuple[float, float, float, float]:
-    box = tuple(float(v) for v in row[2:6])
-    if not all(0.0 <= v <= 1.0 for v in box):
-        raise ValueError(f"{path}: AVA boxes are normalised to [0, 1], got {box} in row {row}")
-    return box
-
-
-def read_ava_annotations(path: str | os.PathLike, class_ids: Iterable[int] | None = None) -> dict[str, list]:
+def read_ava_annotations(path: str | os.PathLike, class_ids: Iterable[int] | None = None,
+                         check: RowCheck | None = None) -> dict[str, list]:
     """The AVA annotation CSV (video_id, timestamp, x1, y1, x2, y2, action_id[, person_id]) -> {image key: [(box,
-    action_id, person_id), ...]}; rows whose action is not in `class_ids` are skipped (None: keep all)."""
-    keep = None if class_ids is None else set(class_ids)
+    action_id, person_id), ...]}; rows whose action is not in `class_ids` are left out (None: keep all).
+
+    person_id is an integer >= 0; an 8-column line with an empty person_id is a bad line ("missing value"), never a
+    made-up id. A 7-column file has no person_id column: its person_id is None. Bad lines go to `check` (None:
+    strict, the first one raises `BadRowError` naming the file, line, column and value)."""
+    keep = None if class_ids is None else {int(c) for c in class_ids}
+
+    def parse(line: _Line) -> tuple:
+        key, box, action = line.key(), line.box(), line.integer("action_id")
+        return key, box, action, line.integer("person_id") if "person_id" in line.names else None
+
     out: dict[str, list] = defaultdict(list)
-    with open(path) as f:
-        for row in csv.reader(f):
-            if not row:
-                continue
-            if len(row) not in (7, 8):
-                raise ValueError(f"{path}: AVA annotation rows have 7 or 8 columns, got {len(row)}: {row}")
-            action = int(row[6])
-            if keep is not None and action not in keep:
-                continue
-            person = int(row[7]) if len(row) == 8 and row[7] != "" else -1
-            out[make_image_key(row[0], row[1])].append((_box(row, path), action, person))
+    widths = {7: _ANNOTATION_COLUMNS[:7], 8: _ANNOTATION_COLUMNS}
+    for key, box, action, person in _read_lines(path, check, widths, parse):
+        if keep is None or action in keep:
+            out[key].append((box, action, person))
     return dict(out)
 
 
-def read_ava_proposals(path: str | os.PathLike, threshold: float = AVA_PROPOSAL_THRESHOLD) -> dict[str, list]:
+def read_ava_proposals(path: str | os.PathLike, threshold: float = AVA_PROPOSAL_THRESHOLD,
+                       check: RowCheck | None = None) -> dict[str, list]:
     """Person proposals (CSV: video_id, timestamp, x1, y1, x2, y2, [action_id,] score; normalised) with score >=
-    `threshold` (official 0.8) -> {image key: [(box, score), ...]}, highest score first."""
+    `threshold` (official 0.8) -> {image key: [(box, score), ...]}, highest score first. The optional action_id
+    column is not read (detectors leave it empty). Bad lines go to `check` (None: strict)."""
     out: dict[str, list] = defaultdict(list)
-    with open(path) as f:
-        for row in csv.reader(f):
-            if not row:
-                continue
-            if len(row) not in (7, 8):
-                raise ValueError(f"{path}: proposal rows have 7 or 8 columns (..., score), got {len(row)}: {row}")
-            score = float(row[-1])
-            if score >= threshold:
-                out[make_image_key(row[0], row[1])].append((_box(row, path), score))
+    for key, box, score in _read_lines(path, check, _PROPOSAL_COLUMNS,
+                                       lambda line: (line.key(), line.box(), line.number("score"))):
+        if score >= threshold:
+            out[key].append((box, score))
     return {k: sorted(v, key=lambda item: -item[1]) for k, v in out.items()}
 
 
 def records_from_ava(
-    annotations: str | os.PathLike,
+    annotations: str | os.PathLike | Mapping[str, list],
     video_template: str,
     label_ids: Sequence[int],
     proposals: str | os.PathLike | None = None,
-    exclusions: str | os.PathLike | None = None,
+    exclusions: str | os.PathLike | set[str] | None = None,
     proposal_threshold: float = AVA_PROPOSAL_THRESHOLD,
+    check: RowCheck | None = None,
 ) -> list[dict]:
     """One record per annotated keyframe (or, with `proposals`, per keyframe with a proposal above the threshold).
 
+    annotations: the AVA annotation CSV, or what `read_ava_annotations` made of it (to read a file once for the
+        records and the evaluation); exclusions likewise a CSV or `read_ava_exclusions`' set.
     video_template: the clip of a keyframe, e.g. "clips/{video_id}/{timestamp}.mp4" (AVA is cut into clips centred
         on each keyframe beforehand; `timestamp` is an int, so "{timestamp:04d}" zero-pads it).
     label_ids: the action ids of the label columns, in order (e.g. the 80 ids 1..80, or a label map's ids).
+    check: where the files' bad lines go (a `RowCheck`: skipped and counted, or `BadRowError` when strict); None:
+        strict.
     Records: {"video", "video_id", "timestamp", "boxes" (K, 4) normalised xyxy, "labels" (K, C) float multi-hot,
     "box_scores" (K,)}. Ground-truth boxes (training) score 1; with `proposals` the boxes are the proposals and their
     labels are those of the identical ground-truth box, if any (evaluation reads the ground truth itself).
     """
     column = {int(a): i for i, a in enumerate(label_ids)}
-    gt = read_ava_annotations(annotations)
-    excluded = read_ava_exclusions(exclusions)
+    gt = annotations if isinstance(annotations, Mapping) else read_ava_annotations(annotations, check=check)
+    excluded = exclusions if isinstance(exclusions, (set, frozenset)) else read_ava_exclusions(exclusions, check)
     boxes_of: dict[str, dict] = {}
     for key, rows in gt.items():
         per_box: dict[tuple, list[float]] = {}
@@ -204,7 +295,7 @@ def records_from_ava(
                 labels[column[action]] = 1.0
         boxes_of[key] = per_box
     if proposals is not None:
-        found = read_ava_proposals(proposals, proposal_threshold)
+        found = read_ava_proposals(proposals, proposal_threshold, check)
         keys = sorted(found)
     else:
         keys = sorted(boxes_of)

@@ -10,9 +10,9 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-__all__ = ["atomic_file", "atomic_write_text", "publish_directory", "staging_path"]
+__all__ = ["atomic_file", "atomic_write_text", "cached_directory", "publish_directory", "staging_path"]
 
 
 def staging_path(final: str | os.PathLike, tag: str = "tmp") -> Path:
@@ -72,4 +72,33 @@ def publish_directory(staging: str | os.PathLike, final: str | os.PathLike, repl
         raise
     if backup is not None:
         shutil.rmtree(backup) if backup.is_dir() else backup.unlink()
+    return final
+
+
+def cached_directory(final: str | os.PathLike, build: Callable[[Path], object], marker: str = "info.json") -> Path:
+    """The folder `final`, built by `build(staging)` on first use; a folder whose `marker` file exists is complete.
+
+    `build` writes into an empty hidden sibling (`staging_path(final, "staging")`) and writes `marker` last; the
+    sibling is then published under `final`. An interrupted build leaves nothing that looks finished (the sibling is
+    removed, also one left by a killed process with the same id), and concurrent callers each get a complete folder:
+    the first to publish wins, and a folder without its marker (a stale incomplete one) is replaced.
+    """
+    final = Path(final)
+    if (final / marker).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_path(final, "staging")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run of a process with the same id
+    try:
+        build(staging)
+        if not (staging / marker).is_file():
+            raise RuntimeError(f"building {str(final)!r} wrote no {marker!r}, the file that marks the folder complete")
+        try:
+            publish_directory(staging, final, replace=False)
+        except OSError:  # FileExistsError too: a concurrent caller published first, or a stale incomplete folder
+            if not (final / marker).is_file():
+                publish_directory(staging, final, replace=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     return final

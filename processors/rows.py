@@ -123,10 +123,13 @@ class RowCheck:
             return "label", reason, detail, label
         return "", "", "", None
 
-    def _reject(self, source: str, number: int, column: str, reason: str, detail: str) -> None:
-        message = f"{source}, row {number}, column {column!r}: {detail}"
+    def reject(self, source: str, number: int, column: str, reason: str, detail: str, unit: str = "row") -> None:
+        """One bad row: raise `BadRowError` under `strict`, else count it under `reason` (one of
+        `processors.decoding.ROW_SKIP_REASONS`) and log it. The message reads "<source>, <unit> <number>, column
+        <column>: <detail>" (`unit` "line" for files read line by line, such as the AVA CSVs)."""
+        message = f"{source}, {unit} {number}, column {column!r}: {detail}"
         if self.strict:
-            raise BadRowError(f"{message}; fix the row or drop --strict_data to skip and count bad rows")
+            raise BadRowError(f"{message}; fix the {unit} or drop --strict_data to skip and count bad rows")
         self.stats.record_row_skip(reason, message, log=self.stats.num_rows_skipped < _LOGGED_ROWS)
 
     # ---- the label map ---------------------------------------------------------------------------------------------
@@ -210,7 +213,7 @@ class RowCheck:
             row.setdefault("video", "<bytes>")
             column, reason, detail, label = self._problem(row)
             if reason:
-                self._reject(source, row.get(ROW_COLUMN, i + 1), column, reason, detail)
+                self.reject(source, row.get(ROW_COLUMN, i + 1), column, reason, detail)
                 continue
             keep.append(i)
             labels.append(label)
@@ -234,7 +237,7 @@ class RowCheck:
         def keep(row: dict, index: int) -> bool:
             column, reason, detail, label = self._problem(row)
             if reason:
-                self._reject(source, row.get(ROW_COLUMN, index + 1), column, reason, detail)
+                self.reject(source, row.get(ROW_COLUMN, index + 1), column, reason, detail)
                 return False
             return True
 

@@ -29,7 +29,6 @@ import io
 import json
 import multiprocessing
 import os
-import shutil
 import sys
 import tarfile
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import publish_directory, staging_path
+from .fileio import cached_directory
 
 __all__ = ["CLASS_NAMES", "SyntheticConfig", "ensure_synthetic_dataset", "generate_synthetic_dataset", "render_clip",
            "render_in_pool"]
@@ -369,31 +368,17 @@ def ensure_synthetic_dataset(
     """Return the folder of the synthetic dataset with these parameters, generating it on first use.
 
     The dataset lives in `<cache_dir>/synthetic-<hash of the parameters>` (cache_dir defaults to
-    `default_cache_dir()`). It is generated in a temporary sibling folder and renamed into place when complete,
-    so an interrupted run leaves nothing that looks finished, and concurrent callers each get a complete copy.
+    `default_cache_dir()`). It is generated in a temporary sibling folder and renamed into place when complete
+    (`processors.fileio.cached_directory`), so an interrupted run leaves nothing that looks finished, and concurrent
+    callers each get a complete copy.
 
     Returns:
         Path of the dataset folder (see the module docstring for its layout).
     """
     config = SyntheticConfig(num_videos, num_frames, size, seed, fps, codec, shard_size)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / f"synthetic-{config.cache_key()}"
-    if (final / "info.json").is_file():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    staging = staging_path(final, "staging")
-    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run of a process with the same id
-    try:
-        generate_synthetic_dataset(staging, config, num_workers)
-        try:
-            publish_directory(staging, final, replace=False)
-        except OSError:  # FileExistsError too: a concurrent caller published first, or a stale incomplete folder
-            if not (final / "info.json").is_file():
-                publish_directory(staging, final, replace=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return final
+    return cached_directory(root / f"synthetic-{config.cache_key()}",
+                            lambda staging: generate_synthetic_dataset(staging, config, num_workers))
 
 
 def main(argv: list[str] | None = None) -> None:

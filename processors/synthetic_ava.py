@@ -33,13 +33,12 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .fileio import publish_directory, staging_path
+from .fileio import cached_directory
 from .synthetic import COLOURS, SHAPES, _draw, default_cache_dir, encode_mp4, render_in_pool
 
 __all__ = ["AVA_SYNTHETIC_ACTIONS", "MOTION_ACTIONS", "SyntheticAVAConfig", "ensure_synthetic_ava_dataset",
@@ -189,23 +188,9 @@ def generate_synthetic_ava_dataset(out_dir: str | os.PathLike, config: Synthetic
 def ensure_synthetic_ava_dataset(cache_dir: str | os.PathLike | None = None, num_workers: int | None = None,
                                  **config) -> Path:
     """The folder of the synthetic AVA dataset for `SyntheticAVAConfig(**config)`, generated on first use under
-    `<cache_dir>/synthetic-ava-<hash>` (cache_dir: `processors.synthetic.default_cache_dir()`), atomically."""
+    `<cache_dir>/synthetic-ava-<hash>` (cache_dir: `processors.synthetic.default_cache_dir()`), atomically
+    (`processors.fileio.cached_directory`)."""
     cfg = SyntheticAVAConfig(**config)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / f"synthetic-ava-{cfg.cache_key()}"
-    if (final / "info.json").is_file():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    staging = staging_path(final, "staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        generate_synthetic_ava_dataset(staging, cfg, num_workers)
-        try:
-            publish_directory(staging, final, replace=False)
-        except OSError:  # a concurrent caller published first, or a stale incomplete folder
-            if not (final / "info.json").is_file():
-                publish_directory(staging, final, replace=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return final
+    return cached_directory(root / f"synthetic-ava-{cfg.cache_key()}",
+                            lambda staging: generate_synthetic_ava_dataset(staging, cfg, num_workers))

@@ -1,6 +1,6 @@
 """modeling_umt.config_validation: the one field validator every config uses (types, finiteness, ranges), the warning
-for unknown saved keys and the refusal of another model's model_type. The per-field bad values of UMTConfig and
-UMTRetrievalConfig are cases of the fuzz suite (tests/test_fuzz.py)."""
+for unknown saved keys and the refusal of another model's model_type. The per-field bad values of UMTConfig,
+UMTRetrievalConfig, UMTDetectionConfig and UMTQAConfig are cases of the fuzz suite (tests/test_fuzz.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from transformers import AutoConfig, PreTrainedConfig, VideoMAEConfig
 
 from modeling_umt import UMTConfig, UMTRetrievalConfig, UMTVideoModel
 from modeling_umt.config_validation import (
-    NON_NEGATIVE, POSITIVE, PROBABILITY, Range, ValidatedConfigMixin, check_config_fields, warn_unknown_keys,
+    NON_NEGATIVE, POSITIVE, PROBABILITY, Range, ValidatedConfigMixin, check_config_fields, check_labels,
+    warn_unknown_keys,
 )
 
 TINY = dict(image_size=16, patch_size=8, num_frames=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -107,3 +108,32 @@ def test_configs_of_one_family_read_each_others_folders(tmp_path):
     assert UMTConfig.from_pretrained(tmp_path / "detector").hidden_size == 32  # its backbone config
     with pytest.raises(ValueError, match=r"model_type 'umt_test_detection'"):
         UMTRetrievalConfig.from_pretrained(tmp_path / "detector")
+
+
+@pytest.mark.parametrize(
+    "id2label, num_labels, pattern",
+    [
+        ({0: "a", 1: "b"}, 3, r"`num_labels` \(3\) does not match `id2label`, which names 2 classes"),
+        ({"0": "a", "2": "b"}, None, r"`id2label` keys must be the class ids 0..1 without gaps or repeats, got \[0, 2\]"),
+        ({"x": "a"}, None, r"`id2label` keys must be class ids .*got the key 'x'"),
+        (None, -2, r"`num_labels` must be >= 0, got -2"),
+        (None, 2.0, r"`num_labels` must be int, got 2.0"),
+    ],
+)
+def test_check_labels_names_the_contradiction(id2label, num_labels, pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        check_labels("X", id2label, num_labels)
+    with pytest.raises((ValueError, TypeError, StrictDataclassError), match=pattern):  # the mixin runs it at construction
+        _HeadConfig(id2label=id2label, **({} if num_labels is None else {"num_labels": num_labels}))
+
+
+def test_labels_given_alike_keep_their_names_and_from_pretrained_can_still_re_head(tmp_path, caplog):
+    config = _HeadConfig(num_labels=2, id2label={"0": "cat", "1": "dog"})
+    assert config.id2label == {0: "cat", 1: "dog"} and config.num_labels == 2
+    check_labels("X", None, None)
+    UMTConfig(**TINY, id2label={0: "a", 1: "b", 2: "c"}).save_pretrained(tmp_path)
+    assert UMTConfig.from_pretrained(tmp_path).id2label == {0: "a", 1: "b", 2: "c"}
+    assert UMTConfig.from_pretrained(tmp_path, num_labels=3).id2label == {0: "a", 1: "b", 2: "c"}
+    with caplog.at_level(logging.WARNING, logger="modeling_umt.config_validation"):
+        again = AutoConfig.from_pretrained(tmp_path, num_labels=4)  # transformers' way to give a new head
+    assert again.id2label == {i: f"LABEL_{i}" for i in range(4)} and "replaces the 3 saved classes" in caplog.text

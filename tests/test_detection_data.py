@@ -25,6 +25,8 @@ from processors.detection import (
     read_ava_proposals,
     records_from_ava,
 )
+from processors.decoding import DecodeStats
+from processors.rows import BadRowError, RowCheck
 from processors.synthetic_ava import MOTION_ACTIONS, SyntheticAVAConfig, generate_synthetic_ava_dataset, render_ava_clip
 from processors.video_processing_umt_detection import UMTDetectionVideoProcessor
 
@@ -99,6 +101,104 @@ def test_records_group_boxes_per_keyframe_with_multi_hot_labels(ava_files):
     torch.testing.assert_close(test[0]["box_scores"], torch.tensor([0.95]))
     torch.testing.assert_close(test[0]["labels"], torch.tensor([[0.0, 1.0, 0.0]]))  # the identical GT box's labels
     torch.testing.assert_close(test[1]["labels"], torch.zeros(1, 3))  # no identical GT box
+
+
+GOOD = "vidA,0902,0.1,0.2,0.5,0.9,12,0\n"
+
+
+@pytest.mark.parametrize(
+    "line, column, value, reason",
+    [
+        ("vidA,09x2,0.1,0.2,0.5,0.9,12,0", "timestamp", "09x2", "bad number"),
+        ("vidA,902.5,0.1,0.2,0.5,0.9,12,0", "timestamp", "902.5", "bad number"),
+        ("vidA,-3,0.1,0.2,0.5,0.9,12,0", "timestamp", "-3", "bad number"),
+        ("vidA,0902,abc,0.2,0.5,0.9,12,0", "x1", "abc", "bad number"),
+        ("vidA,0902,0.1,nan,0.5,0.9,12,0", "y1", "nan", "bad number"),
+        ("vidA,0902,0.1,0.2,,0.9,12,0", "x2", "", "missing value"),
+        ("vidA,0902,0.1,0.2,1.5,0.9,12,0", "x2", "1.5", "bad box"),
+        ("vidA,0902,0.5,0.2,0.1,0.9,12,0", "x2", "0.1", "bad box"),
+        ("vidA,0902,0.1,0.2,0.5,0.9,jump,0", "action_id", "jump", "bad number"),
+        ("vidA,0902,0.1,0.2,0.5,0.9,1.5,0", "action_id", "1.5", "bad number"),
+        ("vidA,0902,0.1,0.2,0.5,0.9,12,p3", "person_id", "p3", "bad number"),
+        ("vidA,0902,0.1,0.2,0.5,0.9,12,", "person_id", "", "missing value"),  # never a made-up id
+        (",0902,0.1,0.2,0.5,0.9,12,0", "video_id", "", "missing value"),
+        ("vidA,0902,0.1,0.2,0.5,0.9", "*", "", "wrong column count"),
+    ],
+)
+def test_a_bad_annotation_line_is_named_or_skipped_and_counted(tmp_path, line, column, value, reason):
+    path = tmp_path / "ann.csv"
+    path.write_text(GOOD + line + "\n" + GOOD.replace("0902", "0903"))
+    with pytest.raises(BadRowError) as error:  # no check: strict
+        read_ava_annotations(path)
+    message = str(error.value)
+    assert f"{path}, line 2, column {column!r}" in message and "drop --strict_data" in message
+    if value:
+        assert repr(value) in message or value in message
+    stats = DecodeStats()
+    ann = read_ava_annotations(path, check=RowCheck(stats=stats))
+    assert sorted(ann) == ["vidA,0902", "vidA,0903"]  # the good lines around it are kept
+    assert stats.skipped_by_reason() == {reason: 1} and stats.summary() == f"decoded 0, skipped 1 ({reason}: 1)"
+
+
+def test_person_id_is_an_integer_or_none_without_the_column(tmp_path):
+    (tmp_path / "eight.csv").write_text("vidA,0902,0.1,0.2,0.5,0.9,12,7\n")
+    (tmp_path / "seven.csv").write_text("vidA,0902,0.1,0.2,0.5,0.9,12\n")
+    assert read_ava_annotations(tmp_path / "eight.csv") == {"vidA,0902": [((0.1, 0.2, 0.5, 0.9), 12, 7)]}
+    assert read_ava_annotations(tmp_path / "seven.csv") == {"vidA,0902": [((0.1, 0.2, 0.5, 0.9), 12, None)]}
+
+
+@pytest.mark.parametrize(
+    "reader, text, match",
+    [
+        (read_ava_proposals, "vidA,0902,0.1,0.2,0.5,0.9,,high\n", r"line 1, column 'score'.*'high'.*finite number"),
+        (read_ava_proposals, "vidA,09o2,0.1,0.2,0.5,0.9,0.95\n", r"line 1, column 'timestamp'.*'09o2'.*integer"),
+        (read_ava_proposals, "vidA,0902,0.1,0.2,0.5,0.95\n", r"line 1, column '\*'.*expected 7 .* or 8 .*got 6"),
+        (read_ava_exclusions, "vidB,0904\nvidB,x\n", r"line 2, column 'timestamp'.*'x'.*integer"),
+        (read_ava_exclusions, "vidB,0904,1\n", r"line 1, column '\*'.*expected 2 \(video_id, timestamp\).*got 3"),
+    ],
+)
+def test_proposal_and_exclusion_files_name_the_bad_line(tmp_path, reader, text, match):
+    path = tmp_path / "file.csv"
+    path.write_text(text)
+    with pytest.raises(BadRowError, match=match):
+        reader(path)
+    stats = DecodeStats()
+    reader(path, check=RowCheck(stats=stats))
+    assert stats.num_rows_skipped == 1
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ('item {\n  name: "run"\n  id: one\n}\n', r"labels.pbtxt, line 3: expected an integer action id.*'one'"),
+        ("item {\n  name: run\n  id: 1\n}\n", r"labels.pbtxt, line 2: expected a quoted name.*'name: run'"),
+        ('item {\n name: "a"\n id: 1\n}\nitem {\n name: "b"\n id: 1\n}\n', r"line 7: action id 1 is given twice"),
+    ],
+)
+def test_a_bad_label_map_line_raises_naming_file_and_line(tmp_path, text, match):
+    (tmp_path / "labels.pbtxt").write_text(text)
+    with pytest.raises(ValueError, match=match):
+        read_ava_label_map(tmp_path / "labels.pbtxt")
+
+
+def test_records_count_bad_lines_of_every_file_and_take_files_read_once(ava_files):
+    (ava_files / "train.csv").write_text((ava_files / "train.csv").read_text() + "vidC,0905,0.1,0.2,0.5,0.9,x,0\n")
+    (ava_files / "proposals.csv").write_text((ava_files / "proposals.csv").read_text() + "vidA,0902,0.1\n")
+    (ava_files / "excluded.csv").write_text("vidB,0904\nvidB,\n")
+    with pytest.raises(BadRowError, match=r"train.csv, line 6, column 'action_id'"):
+        records_from_ava(ava_files / "train.csv", "{video_id}.mp4", [1, 12, 17])
+    stats = DecodeStats()
+    check = RowCheck(stats=stats)
+    by_path = records_from_ava(ava_files / "train.csv", "{video_id}.mp4", [1, 12, 17], ava_files / "proposals.csv",
+                               ava_files / "excluded.csv", check=check)
+    assert stats.skipped_by_reason() == {"bad number": 1, "wrong column count": 1, "missing value": 1}
+    ann = read_ava_annotations(ava_files / "train.csv", check=RowCheck())
+    excluded = read_ava_exclusions(ava_files / "excluded.csv", RowCheck())
+    by_value = records_from_ava(ann, "{video_id}.mp4", [1, 12, 17], ava_files / "proposals.csv", excluded,
+                                check=RowCheck())
+    assert [r["video"] for r in by_value] == [r["video"] for r in by_path] == ["vidA.mp4", "vidB.mp4"]
+    for a, b in zip(by_value, by_path):
+        torch.testing.assert_close(a["labels"], b["labels"])
 
 
 # ---- transforms and collator -----------------------------------------------------------------------------------------

@@ -12,7 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modeling_umt.detection_evaluation import box_iou, frame_average_precision, voc_average_precision
+from modeling_umt.detection_evaluation import (
+    ava_frame_map_metrics, box_iou, frame_average_precision, voc_average_precision,
+)
+from processors.decoding import DecodeStats
+from processors.detection import read_ava_annotations, read_ava_exclusions
+from processors.rows import BadRowError, RowCheck
 
 
 def test_iou_has_no_plus_one():
@@ -128,3 +133,25 @@ def test_agrees_with_mmaction2_numpy_ava_evaluation_on_fixed_predictions():
           f"{max(abs(ours['AP'][c] - theirs[c]) for c in classes):.2e}")
     assert abs(ours["mAP"] - theirs_map) <= 1e-6
     assert 0.05 < ours["mAP"] < 0.95  # a non-degenerate case
+
+
+def test_frame_map_metrics_read_the_files_or_take_them_read_once(tmp_path):
+    gt = tmp_path / "val.csv"
+    gt.write_text("v,0902,0.1,0.1,0.5,0.5,1,0\nv,0902,0.6,0.6,0.9,0.9,2,1\nv,0903,0.1,0.1,0.5,0.5,3,0\n"
+                  "v,0904,0.1,0.1,0.5,0.5,1,0\nv,0905,0.1,0.1,0.5,0.5,1,\n")  # last line: no person id
+    (tmp_path / "excluded.csv").write_text("v,0904\n")
+    label_map = {1: "a", 2: "b"}
+    detections = {"v,0902": (np.array([[0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]]), np.array([1, 1]),
+                             np.array([0.9, 0.8])),
+                  "v,0904": (np.array([[0.1, 0.1, 0.5, 0.5]]), np.array([1]), np.array([0.3]))}
+    with pytest.raises(BadRowError, match=r"val.csv, line 5, column 'person_id'"):
+        ava_frame_map_metrics(str(gt), label_map, str(tmp_path / "excluded.csv"))
+    stats = DecodeStats()
+    from_files = ava_frame_map_metrics(str(gt), label_map, str(tmp_path / "excluded.csv"),
+                                       check=RowCheck(stats=stats))(detections)
+    assert stats.skipped_by_reason() == {"missing value": 1}
+    once = ava_frame_map_metrics(read_ava_annotations(gt, check=RowCheck()), label_map,
+                                 read_ava_exclusions(tmp_path / "excluded.csv"))(detections)
+    assert once == from_files
+    # a: both detections at 0902, one hits its box (0904 is excluded); b: its box was never detected; 3: not evaluated
+    assert from_files == {"mAP@0.5": 50.0, "AP@0.5/a": 100.0, "AP@0.5/b": 0.0}

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoModel, AutoVideoProcessor
 
 from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoActionDetection
 from modeling_umt.loading import load_action_detector
+from processors.rows import BadRowError
+from processors.synthetic_ava import ensure_synthetic_ava_dataset
 from processors.video_processing_umt_detection import UMTDetectionVideoProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +57,7 @@ def test_script_trains_evaluates_and_saves_a_model_that_reloads(tmp_path):
            "--report_to", "none", "--logging_steps", "1", "--save_steps", "3", "--use_cpu"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert re.search(r"^decoded [1-9]\d*, skipped 0$", proc.stdout, re.M)  # the line every script ends with
     state = json.loads((out / "trainer_state.json").read_text())
     losses = [e["loss"] for e in state["log_history"] if "loss" in e]
     assert len(losses) == 3 and all(0 < v < 50 for v in losses)
@@ -71,3 +76,26 @@ def test_script_trains_evaluates_and_saves_a_model_that_reloads(tmp_path):
     assert result["scores"].shape == (1, 7) and ((result["scores"] > 0) & (result["scores"] < 1)).all()
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert rerun.returncode == 0 and "nothing to do" in rerun.stderr  # a finished run is not trained again
+    assert re.search(r"^decoded [1-9]\d*, skipped 0$", rerun.stdout, re.M)
+
+
+def test_script_skips_and_counts_a_bad_ava_line_or_stops_at_it_with_strict_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "training_scripts"))
+    import run_detection
+
+    root = ensure_synthetic_ava_dataset(cache_dir=tmp_path / "cache", num_workers=1, num_videos=16)
+    ann = root / "annotations"
+    train = tmp_path / "train.csv"
+    lines = (ann / "train.csv").read_text().splitlines()
+    train.write_text("\n".join([*lines[:2], lines[2].replace(",902,", ",9o2,"), *lines[3:]]) + "\n")
+    args = ["--train_annotations", str(train), "--val_annotations", str(ann / "val.csv"),
+            "--val_proposals", str(ann / "val_proposals.csv"), "--label_map", str(ann / "label_map.pbtxt"),
+            "--video_template", str(root / "videos" / "{video_id}.mp4"), "--preload_videos", "True",
+            "--short_side_size", "32", "--crop_size", "32", "--patch_size", "8", "--hidden_size", "16",
+            "--num_hidden_layers", "1", "--num_attention_heads", "2", "--max_steps", "1", "--save_steps", "1",
+            "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "4", "--dataloader_num_workers",
+            "0", "--report_to", "none", "--use_cpu"]
+    with pytest.raises(BadRowError, match=rf"{re.escape(str(train))}, line 3, column 'timestamp'.*'9o2'"):
+        run_detection.main([*args, "--output_dir", str(tmp_path / "strict"), "--strict_data"])
+    run_detection.main([*args, "--output_dir", str(tmp_path / "lenient")])
+    assert re.search(r"^decoded [1-9]\d*, skipped 1 \(bad number: 1\)$", capsys.readouterr().out, re.M)

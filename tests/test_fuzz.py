@@ -1,7 +1,7 @@
 """The fuzz suite: bad inputs to configs, model forwards, files, URLs and checkpoints, one case each (a table, one
 pytest id per case). Every case must end as a clear error naming the problem (its message is matched) or as a
 correct result; see tests/_fuzz.py for the classification and tests/fuzz_counts.py for the counts table of
-docs/reliability.md. The table cases (labels, captions, paths) are in tests/test_fuzz_tables.py."""
+docs/reliability.md. The table cases (labels, captions, paths, AVA lines) are in tests/test_fuzz_tables.py."""
 
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ from transformers import BertConfig, VideoMAEConfig
 from _fuzz import GOOD, Case, run_case
 from _retrieval_tiny import MASK_ID, VOCAB, tiny_config, tiny_inputs
 from modeling_umt import UMTConfig, UMTForPreTraining, UMTForVideoClassification, UMTForVideoTextRetrieval
-from modeling_umt import UMTRetrievalConfig, UMTVideoModel
+from modeling_umt import UMTDetectionConfig, UMTQAConfig, UMTRetrievalConfig, UMTVideoModel
 from modeling_umt.config_validation import POSITIVE, Range, check_config_fields
 from modeling_umt.configuration_umt import UMT_FIELD_RANGES
+from modeling_umt.configuration_umt_qa import QA_FIELD_RANGES
 from modeling_umt.configuration_umt_retrieval import RETRIEVAL_FIELD_RANGES
 from modeling_umt.conversion import ConversionError, convert_state_dict, load_official_checkpoint
 from modeling_umt.losses import mask_tokens_for_mlm
@@ -134,6 +135,37 @@ CONFIG_CASES = [
          error=r"`text_pooling` must be 'cls' or 'mean', got 'max'", raises=CONFIG_ERRORS),
     Case("configs", "UMTRetrievalConfig.vision_config=int", lambda env: UMTRetrievalConfig(vision_config=3),
          error=r"vision_config", raises=CONFIG_ERRORS + (AttributeError,)),
+    *_config_cases(UMTQAConfig, QA_FIELD_RANGES, {}, "UMTQAConfig"),
+    *_config_cases(UMTDetectionConfig, {}, TINY, "UMTDetectionConfig"),  # its own field; the rest are UMTConfig's
+    Case("configs", "UMTQAConfig.fusion_at_depth", lambda env: UMTQAConfig(text_config=BertConfig(num_hidden_layers=2), fusion_layer=2),
+         error=r"`fusion_layer` \(2\) must be in \[0, `text_config.num_hidden_layers` \(2\)\)", raises=CONFIG_ERRORS),
+    Case("configs", "UMTQAConfig.max_answer_length=1", lambda env: UMTQAConfig(max_answer_length=1),
+         error=r"`max_answer_length` must be >= 2 \(\[CLS\] \+ one token\), got 1", raises=CONFIG_ERRORS),
+    Case("configs", "UMTQAConfig.text_config_decoder", lambda env: UMTQAConfig(text_config=BertConfig(is_decoder=True)),
+         error=r"`text_config` must be a plain BERT encoder", raises=CONFIG_ERRORS),
+    Case("configs", "UMTQAConfig.vision_config=int", lambda env: UMTQAConfig(vision_config=3), error=r"vision_config",
+         raises=CONFIG_ERRORS),
+    Case("configs", "UMTDetectionConfig.num_labels=0", lambda env: UMTDetectionConfig(**TINY, num_labels=0),
+         error=r"`num_labels` \(the actions a detector scores\) must be >= 1, got 0", raises=CONFIG_ERRORS),
+    *[Case("configs", f"{cls.__name__}.{name}", lambda env, cls=cls, base=base, kw=kw: cls(**base, **kw), error=error,
+           raises=CONFIG_ERRORS)
+      for cls, base in ((UMTConfig, TINY), (UMTDetectionConfig, TINY), (UMTQAConfig, {}), (UMTRetrievalConfig, {}))
+      for name, kw, error in (
+          ("num_labels_vs_id2label", dict(num_labels=3, id2label={0: "a"}), r"`num_labels` \(3\) does not match `id2label`, which names 1"),
+          ("num_labels=-1", dict(num_labels=-1), r"`num_labels` must be >= 0, got -1"),
+          ("num_labels_str", dict(num_labels="3"), r"`num_labels` must be int, got '3'"),
+          ("id2label_gap", dict(id2label={0: "a", 2: "b"}), r"`id2label` keys must be the class ids 0..1 without gaps.*\[0, 2\]"),
+          ("id2label_key_name", dict(id2label={"a": "b"}), r"`id2label` keys must be class ids.*'a'"),
+      )],
+    Case("configs", "UMTQAConfig.ok_default", lambda env: UMTQAConfig(),
+         check=lambda c: c.decoder_config().num_hidden_layers == 3 and c.vision_config.num_frames == 12),
+    Case("configs", "UMTDetectionConfig.ok_labels", lambda env: UMTDetectionConfig(**TINY, num_labels=2, id2label={"0": "a", "1": "b"}),
+         check=lambda c: c.id2label == {0: "a", 1: "b"}),
+    _from_pretrained_case("as_qa_config", lambda c: None, r"model_type 'umt'.*UMTQAConfig", cls=UMTQAConfig),
+    _from_pretrained_case("num_labels_saved_mismatch", lambda c: c.update(num_labels=3), r"`num_labels` \(3\) does not match"),
+    _from_pretrained_case("new_head_num_labels", lambda c: None, None,
+                          cls=SimpleNamespace(from_pretrained=lambda folder: UMTConfig.from_pretrained(folder, num_labels=5)),
+                          check=lambda c: c.id2label == {i: f"LABEL_{i}" for i in range(5)}),
     Case("configs", "mlm.mask_token_id_out_of_vocab", lambda env: mask_tokens_for_mlm(torch.ones(2, 4, dtype=torch.long), 103, 99),
          error=r"`mask_token_id` \(103\) must be a token id of the vocabulary \[0, 99\)"),
     Case("configs", "check_config_fields.unknown_range", lambda env: check_config_fields(UMTConfig(**TINY), {"hiden_size": POSITIVE}),

@@ -2,7 +2,8 @@
 value) or in a correct result (the right rows kept, with the right labels, and each skip counted under its reason).
 
 The cases go through the real builders (`records_from_table`, `load_video_records`, `load_split_records`,
-`records_from_webvid`) with a `RowCheck`, as the training scripts build their datasets.
+`records_from_webvid`, and the AVA readers of `processors.detection`) with a `RowCheck`, as the training scripts build
+their datasets.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from modeling_umt.cli import load_split_records
 from processors.collate import VideoCollator
 from processors.datasets import load_video_records, records_from_table
 from processors.decoding import DecodeStats, VideoClipDecoder, decode_videos
+from processors.detection import read_ava_annotations, read_ava_exclusions, read_ava_proposals
 from processors.rows import BadRowError, RowCheck
 from processors.synthetic import ensure_synthetic_dataset
 from processors.transforms import EvalTransform
@@ -276,3 +278,52 @@ def test_class_folders_follow_a_given_label_map_by_name(tmp_path, clips):
     assert list(records["label"]) == [2, 0]  # a_cls (folder id 0) is class 2 of the map, b_cls class 0
     unknown = load_video_records(root, check=RowCheck(label=True, label_names=["a_cls"], stats=stats))
     assert list(unknown["label"]) == [0] and stats.skipped_by_reason() == {"unknown class name": 1}
+
+
+# ---- AVA files (processors.detection): every line checked once, as run_detection reads them --------------------------
+OK_LINE = "vidA,0902,0.1,0.2,0.5,0.9,12,0"
+AVA_CASES = [  # (id, reader, lines, strict, expected: {"keys": [...], "skipped": {...}} or (exception, regex))
+    ("ava-timestamp-text", "annotations", [OK_LINE, "vidA,09o2,0.1,0.2,0.5,0.9,12,0"], False,
+     {"keys": ["vidA,0902"], "skipped": {"bad number": 1}}),
+    ("ava-timestamp-strict", "annotations", [OK_LINE, "vidA,09o2,0.1,0.2,0.5,0.9,12,0"], True,
+     (BadRowError, r"line 2, column 'timestamp': timestamp \(column 2\) is '09o2'; expected an integer >= 0")),
+    ("ava-box-text-strict", "annotations", ["vidA,0902,0.1,top,0.5,0.9,12,0"], True,
+     (BadRowError, r"line 1, column 'y1': y1 \(column 4\) is 'top'; expected a finite number")),
+    ("ava-box-pixels", "annotations", [OK_LINE, "vidB,0902,10,20,50,90,12,0"], False,
+     {"keys": ["vidA,0902"], "skipped": {"bad box": 1}}),
+    ("ava-box-inverted-strict", "annotations", ["vidA,0902,0.5,0.2,0.1,0.9,12,0"], True,
+     (BadRowError, r"column 'x2': the box \(0.5, 0.2, 0.1, 0.9\) ends before it starts")),
+    ("ava-action-float-strict", "annotations", ["vidA,0902,0.1,0.2,0.5,0.9,12.0,0"], True,
+     (BadRowError, r"column 'action_id': action_id \(column 7\) is '12.0'; expected an integer")),
+    ("ava-person-empty", "annotations", [OK_LINE, "vidB,0902,0.1,0.2,0.5,0.9,12,"], False,
+     {"keys": ["vidA,0902"], "skipped": {"missing value": 1}}),
+    ("ava-person-text-strict", "annotations", ["vidA,0902,0.1,0.2,0.5,0.9,12,p1"], True,
+     (BadRowError, r"column 'person_id': person_id \(column 8\) is 'p1'")),
+    ("ava-six-columns", "annotations", [OK_LINE, "vidB,0902,0.1,0.2,0.5,0.9"], False,
+     {"keys": ["vidA,0902"], "skipped": {"wrong column count": 1}}),
+    ("ava-blank-lines-ignored", "annotations", ["", OK_LINE, " , ", ""], False, {"keys": ["vidA,0902"], "skipped": {}}),
+    ("ava-proposal-score-text", "proposals", ["vidA,0902,0.1,0.2,0.5,0.9,0.9", "vidB,0902,0.1,0.2,0.5,0.9,,x"],
+     False, {"keys": ["vidA,0902"], "skipped": {"bad number": 1}}),
+    ("ava-proposal-inf-strict", "proposals", ["vidA,0902,0.1,0.2,0.5,0.9,inf"], True,
+     (BadRowError, r"column 'score': score \(column 7\) is 'inf'; expected a finite number")),
+    ("ava-exclusion-timestamp", "exclusions", ["vidA,0902", "vidB,", "vidC,x"], False,
+     {"keys": ["vidA,0902"], "skipped": {"missing value": 1, "bad number": 1}}),
+    ("ava-exclusion-three-columns-strict", "exclusions", ["vidA,0902,1"], True,
+     (BadRowError, r"line 1, column '\*': expected 2 \(video_id, timestamp\) columns, got 3")),
+]
+AVA_READERS = {"annotations": read_ava_annotations, "proposals": read_ava_proposals, "exclusions": read_ava_exclusions}
+
+
+@pytest.mark.parametrize("reader,lines,strict,expected", [c[1:] for c in AVA_CASES], ids=[c[0] for c in AVA_CASES])
+def test_bad_ava_file(tmp_path, reader, lines, strict, expected):
+    path = tmp_path / "ava.csv"
+    path.write_text("\n".join(lines) + "\n")
+    stats = DecodeStats()
+    check = RowCheck(strict=strict, stats=stats)
+    if isinstance(expected, tuple):
+        with pytest.raises(expected[0], match=expected[1]) as error:
+            AVA_READERS[reader](path, check=check)
+        assert str(error.value).startswith(f"{path}, line ")  # the file is named first
+        return
+    assert sorted(AVA_READERS[reader](path, check=check)) == expected["keys"]
+    assert stats.skipped_by_reason() == expected["skipped"]

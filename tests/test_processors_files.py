@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from processors.fileio import atomic_file, atomic_write_text, publish_directory
+from processors.fileio import atomic_file, atomic_write_text, cached_directory, publish_directory
 from processors.labels import read_label_file
 
 
@@ -35,6 +35,55 @@ def test_publish_directory_replaces_only_when_complete(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model"]
     with pytest.raises(FileNotFoundError, match="staging"):
         publish_directory(tmp_path / "missing", final)
+
+
+def _builder(calls, content="new", marker=True):
+    def build(staging):
+        calls.append(staging)
+        staging.mkdir()
+        (staging / "data.txt").write_text(content)
+        if marker:
+            (staging / "info.json").write_text("{}")
+
+    return build
+
+
+def test_cached_directory_builds_once_and_reuses(tmp_path):
+    calls = []
+    final = cached_directory(tmp_path / "cache" / "set-abc", _builder(calls))
+    assert final == tmp_path / "cache" / "set-abc" and (final / "data.txt").read_text() == "new"
+    assert len(calls) == 1 and calls[0].parent == final.parent and calls[0].name.startswith(".set-abc.staging-")
+    assert cached_directory(final, _builder(calls, "other")) == final and len(calls) == 1  # reused, not rebuilt
+    assert (final / "data.txt").read_text() == "new" and sorted(os.listdir(final.parent)) == ["set-abc"]
+
+
+def test_cached_directory_leaves_nothing_on_failure_and_replaces_a_stale_folder(tmp_path):
+    def broken(staging):
+        staging.mkdir()
+        (staging / "half.txt").write_text("half")
+        raise RuntimeError("killed mid-build")
+
+    with pytest.raises(RuntimeError, match="mid-build"):
+        cached_directory(tmp_path / "set", broken)
+    assert os.listdir(tmp_path) == []  # neither a final folder nor a staging one
+    with pytest.raises(RuntimeError, match="wrote no 'info.json'"):
+        cached_directory(tmp_path / "set", _builder([], marker=False))
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "set").mkdir()  # a stale folder without its marker (an older, interrupted writer)
+    (tmp_path / "set" / "junk.txt").write_text("junk")
+    final = cached_directory(tmp_path / "set", _builder([]))
+    assert sorted(os.listdir(final)) == ["data.txt", "info.json"] and os.listdir(tmp_path) == ["set"]
+
+
+def test_cached_directory_keeps_the_folder_a_concurrent_caller_published_first(tmp_path):
+    final = tmp_path / "set"
+
+    def racing(staging):
+        _builder([], "first")(final)  # another process finishes and publishes while this one builds
+        _builder([], "second")(staging)
+
+    assert cached_directory(final, racing) == final
+    assert (final / "data.txt").read_text() == "first" and os.listdir(tmp_path) == ["set"]
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from processors.synthetic import (
     generate_synthetic_dataset,
     render_clip,
 )
+from processors.synthetic_ava import SyntheticAVAConfig, ensure_synthetic_ava_dataset
 from processors.video_io import read_video
 
 SMALL = SyntheticConfig(num_videos=20, num_frames=8, size=32, seed=3, shard_size=8)  # default codec: mpeg4
@@ -111,6 +112,18 @@ def test_ensure_synthetic_dataset_generates_once_and_reuses(tmp_path):
     assert second == first and (second / "info.json").stat().st_mtime_ns == stamp  # reused, not regenerated
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]  # no temporary folder left behind
     assert ensure_synthetic_dataset(**{**kwargs, "seed": 1}) != first  # other parameters, other folder
+
+
+def test_cache_folder_names_do_not_change(tmp_path):
+    """The cache key (folder name) of a dataset already generated must stay the same, or every user regenerates it."""
+    assert SyntheticConfig().cache_key() == "434755ae44a2"  # the default 1000-clip set of the scripts
+    assert SyntheticAVAConfig().cache_key() == "56e7105abcc1"  # the default 600-clip AVA set of run_detection
+    small = ensure_synthetic_dataset(cache_dir=tmp_path, num_videos=4, num_frames=4, size=16, num_workers=1)
+    assert small == tmp_path / "synthetic-532a99398b6d"
+    ava = ensure_synthetic_ava_dataset(cache_dir=tmp_path, num_workers=1, num_videos=4, num_frames=4, height=32,
+                                       width=48)
+    assert ava == tmp_path / "synthetic-ava-ddbf711b2572" and (ava / "annotations" / "train.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic-532a99398b6d", "synthetic-ava-ddbf711b2572"]
 
 
 def test_command_line(tmp_path):

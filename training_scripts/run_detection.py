@@ -35,16 +35,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_umt import UMTDetectionConfig, UMTForVideoActionDetection  # noqa: E402
 from modeling_umt.cli import (  # noqa: E402
-    BatchScaledTrainingArguments, StudentShapeArguments, VideoDataArguments, parse_script_arguments,
+    BatchScaledTrainingArguments, StudentShapeArguments, VideoDataArguments, parse_script_arguments, report_data,
     scale_learning_rate_by_batch,
 )
 from modeling_umt.detection_evaluation import ava_frame_map_metrics  # noqa: E402
 from modeling_umt.loading import load_action_detector  # noqa: E402
 from modeling_umt.trainers import DecoderEpochCallback, UMTActionDetectionTrainer  # noqa: E402
-from processors.decoding import PreloadedVideoClips, VideoClipDecoder, decode_videos  # noqa: E402
+from processors.decoding import DecodeStats, PreloadedVideoClips, VideoClipDecoder, decode_videos  # noqa: E402
 from processors.detection import (  # noqa: E402
-    DetectionCollator, DetectionEvalTransform, DetectionTrainTransform, read_ava_label_map, records_from_ava,
+    DetectionCollator, DetectionEvalTransform, DetectionTrainTransform, read_ava_annotations, read_ava_exclusions,
+    read_ava_label_map, records_from_ava,
 )
+from processors.rows import RowCheck  # noqa: E402
 from processors.synthetic_ava import ensure_synthetic_ava_dataset  # noqa: E402
 from processors.video_processing_umt_detection import UMTDetectionVideoProcessor  # noqa: E402
 
@@ -160,11 +162,17 @@ def main(argv: list[str] | None = None) -> dict:
                                               flip_prob=0.5 if data_args.flip else 0.0, keyframe_only=keyframe)
     eval_transform = DetectionEvalTransform(data_args.short_side_size, data_args.patch_pad or patch,
                                             keyframe_only=keyframe)
-    train_decoder = VideoClipDecoder(data_args.num_frames, "middle", train_transform, seed=training_args.seed)
-    eval_decoder = VideoClipDecoder(data_args.num_frames, "middle", eval_transform)
-    train_records = records_from_ava(files["train"], files["template"], label_ids)
-    val_records = records_from_ava(files["val"], files["template"], label_ids, proposals=files["proposals"],
-                                   exclusions=files["exclusions"], proposal_threshold=data_args.proposal_threshold)
+    stats = DecodeStats(max_bad_fraction=data_args.max_bad_fraction)
+    check = RowCheck(strict=data_args.strict_data, stats=stats)  # every AVA line checked once, bad ones counted
+    train_decoder = VideoClipDecoder(data_args.num_frames, "middle", train_transform, stats=stats,
+                                     seed=training_args.seed)
+    eval_decoder = VideoClipDecoder(data_args.num_frames, "middle", eval_transform, stats=stats)
+    val_annotations = read_ava_annotations(files["val"], check=check)  # read once: records and evaluation
+    val_excluded = read_ava_exclusions(files["exclusions"], check)
+    train_records = records_from_ava(files["train"], files["template"], label_ids, check=check)
+    val_records = records_from_ava(val_annotations, files["template"], label_ids, proposals=files["proposals"],
+                                   exclusions=val_excluded, proposal_threshold=data_args.proposal_threshold,
+                                   check=check)
     preload = data_args.preload_videos if data_args.preload_videos is not None else files["synthetic"]
     if preload:
         train, val = PreloadedVideoClips(train_records, train_decoder), PreloadedVideoClips(val_records, eval_decoder)
@@ -180,12 +188,13 @@ def main(argv: list[str] | None = None) -> dict:
         model=model, args=training_args, train_dataset=train, eval_dataset=val, data_collator=DetectionCollator(),
         processing_class=processor,
         callbacks=[DecoderEpochCallback(train_decoder)], layer_decay=training_args.layer_decay, label_ids=label_ids,
-        metrics_from_detections=ava_frame_map_metrics(files["val"], label_map, files["exclusions"], files["groups"]),
+        metrics_from_detections=ava_frame_map_metrics(val_annotations, label_map, val_excluded, files["groups"]),
     )
     final_dir = os.path.join(training_args.output_dir, "model")
     results_path = os.path.join(training_args.output_dir, "eval_results.json")
     if not trainer.train_resuming(final_dir) and os.path.isdir(final_dir) and os.path.isfile(results_path):
         logger.info("The run in %s is finished and %s is saved: nothing to do", training_args.output_dir, final_dir)
+        report_data(stats, training_args)
         with open(results_path) as f:
             return {"model_dir": final_dir, "eval": json.load(f)}
     metrics = trainer.evaluate()
@@ -194,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.save_model_atomic(final_dir, save_extras=processor.save_pretrained)
     trainer.accelerator.wait_for_everyone()
     logger.info("Saved the detector and its video processor to %s", final_dir)
+    report_data(stats, training_args)
     return {"model_dir": final_dir, "eval": metrics}
 
 

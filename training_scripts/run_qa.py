@@ -34,12 +34,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import modeling_umt  # noqa: E402,F401  (registers the Auto classes)
 from modeling_umt import UMTForVideoMultipleChoice, UMTForVideoQuestionAnswering  # noqa: E402
-from modeling_umt.cli import ScriptTrainingArguments, SyntheticDataArguments, parse_script_arguments  # noqa: E402
+from modeling_umt.cli import (  # noqa: E402
+    ScriptTrainingArguments, SyntheticDataArguments, parse_script_arguments, report_data,
+)
 from modeling_umt.model_card import update_model_card  # noqa: E402
 from modeling_umt.qa_evaluation import evaluate_multiple_choice, evaluate_qa  # noqa: E402
 from modeling_umt.trainers import DecoderEpochCallback, UMTVideoQATrainer  # noqa: E402
 from processors.sampling import SAMPLING_RULES  # noqa: E402
-from processors.decoding import ImageClipDecoder, PreloadedVideoClips, VideoClipDecoder, decode_videos  # noqa: E402
+from processors.decoding import (  # noqa: E402
+    DecodeStats, ImageClipDecoder, PreloadedVideoClips, VideoClipDecoder, decode_videos,
+)
 from processors.fileio import atomic_write_text  # noqa: E402
 from processors.qa_data import (  # noqa: E402
     SYNTHETIC_QA_ANSWERS, load_answer_list, majority_answer, records_from_easy_vqa, records_from_qa,
@@ -145,15 +149,17 @@ def load_data(args: QAArguments, training_args: QATrainingArguments):
     return train, test, load_answer_list(args.answer_list), False
 
 
-def clip_decoder(args: QAArguments, seed: int, image_size: int, training: bool, images: bool):
+def clip_decoder(args: QAArguments, seed: int, image_size: int, training: bool, images: bool,
+                 stats: DecodeStats | None = None):
     """The training or test decoder: `--train_sampling` / `--test_sampling` frames (images: 1 frame), seeded by
-    `seed` so that a random test rule draws the same frames on every run."""
+    `seed` so that a random test rule draws the same frames on every run; decoded / skipped clips counted in
+    `stats`."""
     transform = (Stage2TrainTransform(image_size, flip_prob=0.0) if training and args.augment
                  else EvalTransform(image_size, keep_aspect_ratio=False))
     if images:
-        return ImageClipDecoder(transform, seed=seed if training else None)
+        return ImageClipDecoder(transform, seed=seed if training else None, stats=stats)
     return VideoClipDecoder(num_frames=args.num_frames, sampling=args.train_sampling if training else args.test_sampling,
-                            transform=transform, seed=seed)
+                            transform=transform, seed=seed, stats=stats)
 
 
 def run(args: QAArguments, training_args: QATrainingArguments) -> dict:
@@ -165,9 +171,10 @@ def run(args: QAArguments, training_args: QATrainingArguments) -> dict:
     tokenizer = BertTokenizer.from_pretrained(args.model_name_or_path)
     image_size = args.image_size or model.config.vision_config.image_hw[0]
     train, test, answer_list, images = load_data(args, training_args)
+    stats = DecodeStats()  # training and test clips: the one "decoded N, skipped M" line at the end
 
     def decoder(training: bool):
-        return clip_decoder(args, training_args.seed, image_size, training, images)
+        return clip_decoder(args, training_args.seed, image_size, training, images, stats)
 
     metrics: dict = {}
     if training_args.do_train:
@@ -205,6 +212,7 @@ def run(args: QAArguments, training_args: QATrainingArguments) -> dict:
         update_model_card(os.path.join(training_args.output_dir, "model"),
                           {"qa": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
     atomic_write_text(os.path.join(training_args.output_dir, "qa_predictions.json"), json.dumps(rows, indent=1))
+    report_data(stats, training_args)
     return metrics
 
 
@@ -224,6 +232,7 @@ def run_multiple_choice(args: QAArguments, training_args: QATrainingArguments) -
     logger.info("Multiple-choice metrics: %s", json.dumps(metrics))
     os.makedirs(training_args.output_dir, exist_ok=True)
     atomic_write_text(os.path.join(training_args.output_dir, "mc_metrics.json"), json.dumps(metrics, indent=2))
+    report_data(decoder.stats, training_args)
     return metrics
 
 
