@@ -28,6 +28,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from transformers.utils import logging
 
+from . import attention as _attention  # noqa: F401  registers the "umt_cpu_bf16" attention implementation
 from .alignment import UMTAlignmentHeads
 from .configuration_umt import UMTConfig
 from .inputs import check_pixel_values, check_token_mask
@@ -169,7 +170,7 @@ class UMTSelfAttention(nn.Module):
     """Multi-head self-attention with q and v biases and no k bias (official BEiT-style `q_bias`/`v_bias`).
 
     The kernel comes from transformers' attention interface (`config._attn_implementation`: sdpa by default, eager,
-    flash_attention_2 where installed); when attention weights are requested the eager kernel is used for that call,
+    umt_cpu_bf16 (`modeling_umt.attention`), flash_attention_2 where installed); when attention weights are requested the eager kernel is used for that call,
     since fused kernels do not return them.
     """
 
