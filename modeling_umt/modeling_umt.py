@@ -28,7 +28,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from transformers.utils import logging
 
-from . import attention as _attention  # noqa: F401  registers the "umt_cpu_bf16" attention implementation
+from .attention import CPU_BF16_ATTENTION  # noqa: F401  (importing it registers that attention implementation)
 from .alignment import UMTAlignmentHeads
 from .configuration_umt import UMTConfig
 from .inputs import check_pixel_values, check_token_mask
