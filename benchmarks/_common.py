@@ -134,12 +134,15 @@ def without_unavailable(names: list[str], name: str, check: Callable[[], None]) 
 # ------------------------------------------------------------------------------------------------------------------
 # The machine's GEMM peak: the denominator of every model-FLOPs utilisation
 # ------------------------------------------------------------------------------------------------------------------
-def gemm_peak_gflops(dtype, size: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of the best of `repeats` (size x size) @ (size x size) `torch.mm`s in `dtype` on the CPU, after one
-    warm-up, with the current torch thread count: what "the machine's measured GEMM peak" means in
-    docs/benchmarks.md (2 * size**3 FLOPs per product)."""
-    import torch
+def gemm_peak_gflops(dtype, size: int = 2048, repeats: int = 5, threads: int | None = None) -> float:
+    """GFLOP/s of the best of `repeats` (size x size) @ (size x size) `torch.mm`s in `dtype` ("fp32", "bf16" or a
+    torch dtype) on the CPU, after one warm-up, with `threads` torch threads (default: the current count): what "the
+    machine's measured GEMM peak" means in docs/benchmarks.md (2 * size**3 FLOPs per product)."""
+    import torch  # the drivers import torch only where they need it
 
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(dtype, dtype)
+    if threads:
+        torch.set_num_threads(threads)
     if repeats < 1 or size < 1:
         raise ValueError(f"size and repeats must be >= 1, got size={size}, repeats={repeats}")
     g = torch.Generator().manual_seed(0)
