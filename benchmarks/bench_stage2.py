@@ -50,6 +50,7 @@ Usage
     python benchmarks/bench_stage2.py --official_repo /work/official_umt --out stage2.md            # everything
     python benchmarks/bench_stage2.py --official_repo ... --sizes small --configs umt-amp official
     python benchmarks/bench_stage2.py --official_repo ... --quick        # tiny sizes, 1 step: does it run, and check
+    python benchmarks/bench_stage2.py --profile umt-fp32 --sizes small   # torch.profiler of one step
 Nothing is asserted about time: this is a benchmark. On a shared machine compare rows of one run, not runs.
 """
 
@@ -61,6 +62,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -334,6 +336,10 @@ def worker(args) -> None:
         return s
 
     fns = dict(fns, backward=f_backward, optimizer=f_optimizer)
+    if args.profile:
+        profile_step(fns, args)
+        stack.close()
+        return
     diffs = check() if args.check else {}
     gc.collect()
     rss_built = rss_kb()
@@ -361,6 +367,26 @@ def worker(args) -> None:
     )  # fmt: skip
     with open(args.result_file, "w") as f:
         json.dump(result, f)
+
+
+def profile_step(fns: dict, args) -> None:
+    """One warm-up step, then one step under torch.profiler: phase totals and the top ops by self CPU time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    state: dict = {}
+    for phase in PHASES:
+        state = fns[phase](state)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        state = {}
+        for phase in PHASES:
+            with record_function(f"## {phase}"):
+                state = fns[phase](state)
+    events = prof.key_averages()
+    print(f"# profile {args.config} size {args.size} batch {args.batch_size}, threads {torch.get_num_threads()}")
+    for e in sorted((e for e in events if e.key.startswith("## ")), key=lambda e: PHASES.index(e.key[3:])):
+        print(f"phase {e.key[3:]:10s} cpu total {e.cpu_time_total / 1e6:7.3f} s")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -407,6 +433,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: the tiny size, 1 step, no warm-up, and the pieces-vs-forward check")
     parser.add_argument("--check", action="store_true", help="check UMT's pieces against its forward (worker)")
+    parser.add_argument("--profile", default=None, choices=list(CONFIGS),
+                        help="profile one step of this configuration (after one warm-up step) at each size")
     parser.add_argument("--size", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help="also write the table (markdown) to this file")
     add_worker_arguments(parser)
@@ -416,6 +444,15 @@ def main() -> None:
         return
     if args.quick:
         args.sizes, args.steps, args.warmup, args.check = ["tiny"], 1, 0, True
+    if args.profile:
+        for size in args.sizes:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", "--config", args.profile, "--size", size,
+                   "--batch_size", str(args.batch or SIZES[size]["batch"]), "--profile", args.profile]  # fmt: skip
+            cmd += ["--threads", str(args.threads)] if args.threads else []
+            cmd += ["--official_repo", args.official_repo] if args.official_repo else []
+            subprocess.run(cmd, env=dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error"),
+                           cwd=str(REPO_ROOT), check=True)  # fmt: skip
+        return
 
     def official_available() -> None:
         if not args.official_repo:

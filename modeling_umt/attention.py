@@ -13,8 +13,8 @@ chunk's probabilities in backward (flash-attention style: 5 GEMMs per chunk, flo
 Precision (tests/test_attention.py, `pytest -s` prints it; random unit-normal q, k, v in float32, head dim 64,
 N = 64..600, measured 2026-12-02): max |output - float32 SDPA| = 6.6e-3..1.25e-2 (torch's bf16 SDPA: 2.9e-3..7.1e-3
 on the same inputs); gradients within 1.8e-2 of float32 SDPA's, relative to their largest entry (bf16 SDPA: 1.0e-2).
-The tolerance, held by the tests: 1.5e-2 on the output, 2.5e-2 on the gradients. The extra error against bf16 SDPA is the bf16 rounding of the scores (|logit| x 2^-9 at most), which SDPA
-keeps in float32.
+The tolerance, held by the tests: 1.5e-2 on the output, 2.5e-2 on the gradients. The extra error against bf16 SDPA
+is the bf16 rounding of the scores (|logit| x 2^-9 at most), which SDPA keeps in float32.
 
 Selecting it: `attn_implementation="umt_cpu_bf16"` (registered in transformers' `AttentionInterface` when
 `modeling_umt` is imported) for the student, `UMTTeacher(..., attn_implementation="umt_cpu_bf16")` for the CLIP

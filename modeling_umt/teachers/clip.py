@@ -295,7 +295,8 @@ class UMTTeacher(ImageTeacher):
                          output_dim=vision.output_dim, num_prefix_tokens=1, num_return_layers=num_return_layers,
                          return_interval=return_interval, normalize=normalize, autocast_dtype=autocast_dtype)
         if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
-            raise ValueError(f"attn_implementation={attn_implementation!r}; expected one of {ATTENTION_IMPLEMENTATIONS}")
+            raise ValueError(f"attn_implementation={attn_implementation!r}; expected one of "
+                             f"{ATTENTION_IMPLEMENTATIONS}")
         self.vision = vision
         self.attn_implementation = attn_implementation
         for block in vision.transformer["resblocks"]:
