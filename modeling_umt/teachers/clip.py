@@ -279,7 +279,8 @@ class UMTTeacher(ImageTeacher):
             `torch.autocast` on the input's device (the official recipe uses fp16 on GPU). Outputs are float32.
             The weights are then stored in that dtype (LayerNorm weights stay float32), as autocast would cast
             them on every forward anyway (frozen weights are not in autocast's cast cache): the same targets,
-            without the per-forward weight copies and with half the teacher's weight memory.
+            without the per-forward weight copies and with half the teacher's weight memory. The given
+            `vision` tower is cast in place.
         attn_implementation: "sdpa" (default) or "umt_cpu_bf16" (`modeling_umt.attention`: chunked bf16 GEMMs for
             bf16 CPU tensors, SDPA otherwise).
 
