@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: process memory (current and peak RSS, a reset of the peak) and the driver
-(one configuration per fresh worker process, interleaved rounds).
+"""What the benchmark scripts share: process memory (current and peak RSS, a reset of the peak), the driver
+(one configuration per fresh worker process, interleaved rounds) and the machine's measured GEMM peak.
 
 Memory: Linux reads /proc/self (`VmRSS`, `VmHWM`, `clear_refs`); elsewhere both fall back to the lifetime peak
 (`ru_maxrss`) and the reset reports that it could not happen. The benchmark scripts put this folder on sys.path
@@ -129,3 +129,30 @@ def without_unavailable(names: list[str], name: str, check: Callable[[], None]) 
         print(f"[skip] {name}: {error}", flush=True)
         return [n for n in names if n != name]
     return names
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The machine's GEMM peak: the denominator of every model-FLOPs utilisation
+# ------------------------------------------------------------------------------------------------------------------
+def gemm_peak_gflops(dtype, size: int = 2048, repeats: int = 5, threads: int | None = None) -> float:
+    """GFLOP/s of the best of `repeats` (size x size) @ (size x size) `torch.mm`s in `dtype` ("fp32", "bf16" or a
+    torch dtype) on the CPU, after one warm-up, with `threads` torch threads (default: the current count): what "the
+    machine's measured GEMM peak" means in docs/benchmarks.md (2 * size**3 FLOPs per product)."""
+    import torch  # the drivers import torch only where they need it
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(dtype, dtype)
+    if threads:
+        torch.set_num_threads(threads)
+    if repeats < 1 or size < 1:
+        raise ValueError(f"size and repeats must be >= 1, got size={size}, repeats={repeats}")
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=g).to(dtype)
+    b = torch.randn(size, size, generator=g).to(dtype)
+    out = torch.empty(size, size, dtype=dtype)
+    torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9

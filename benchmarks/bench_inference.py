@@ -13,6 +13,12 @@ Time per clip (forward time / batch size) and peak memory of a classification fo
     videomae-t2-eager, videomae-t2-sdpa  VideoMAE defaults except num_frames=8 (tubelet 2 -> 784 tokens): context only
     official-eager                     the official `vit_base_patch16_224(all_frames=8, tubelet_size=1,
                                        num_classes=400)`, only when --official_repo / $UMT_OFFICIAL_REPO is set
+    umt-sdpa-bf16, umt-cpubf16-bf16,   (not fp32) the model and input in bfloat16 (`.to(torch.bfloat16)`), with SDPA /
+    videomae-t1-sdpa-bf16              with `umt_cpu_bf16` attention (modeling_umt.attention)
+
+Utilisation: every row also gets the model FLOPs of its transformer blocks per clip (12 x (24 N D² + 4 N² D): 357
+GFLOP at N = 1568) divided by its time, and that as a share of the machine's GEMM peak in the row's dtype, measured
+once by the driver with the same thread count (`_common.gemm_peak_gflops`, 2048³ `torch.mm`).
 
 How it measures (robust to a noisy, shared machine)
 ---------------------------------------------------
@@ -53,7 +59,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common.py, also when this file is loaded by path
-from _common import add_worker_arguments, command_line, load_average  # noqa: E402
+from _common import add_worker_arguments, command_line, gemm_peak_gflops, load_average  # noqa: E402
 from _common import run_interleaved, run_worker, without_unavailable  # noqa: E402
 from _common import peak_kb, reset_peak, rss_kb  # noqa: E402
 
@@ -70,7 +76,20 @@ CONFIGS: dict[str, tuple[str, str, int, str]] = {
     "videomae-t2-eager": ("videomae", "eager", 2, "VideoMAE eager, tubelet 2 (default)"),
     "videomae-t2-sdpa": ("videomae", "sdpa", 2, "VideoMAE SDPA, tubelet 2 (default)"),
     OFFICIAL: ("official", "eager", 1, "official UMT code (eager)"),
+    "umt-sdpa-bf16": ("umt", "sdpa", 1, "UMT SDPA, bf16 weights and input"),
+    "umt-cpubf16-bf16": ("umt", "umt_cpu_bf16", 1, "UMT umt_cpu_bf16 attention, bf16 weights and input"),
+    "videomae-t1-sdpa-bf16": ("videomae", "sdpa", 1, "VideoMAE SDPA, tubelet 1, bf16 weights and input"),
 }
+HIDDEN, LAYERS = 768, 12
+
+
+def _bf16(name: str) -> bool:
+    return name.endswith("-bf16")
+
+
+def block_gflops(tokens: int) -> float:
+    """Model FLOPs of the 12 ViT-B blocks for one clip of `tokens` tokens: Linear 24 N D², attention 4 N² D each."""
+    return LAYERS * (24 * tokens * HIDDEN**2 + 4 * tokens**2 * HIDDEN) / 1e9
 
 NUM_FRAMES, IMAGE_SIZE, NUM_CLASSES = 8, 224, 400
 
@@ -93,15 +112,17 @@ def build_model(name: str, official_repo: str | None):
     family, impl, tubelet, _ = CONFIGS[name]
     tokens = (NUM_FRAMES // tubelet) * (IMAGE_SIZE // 16) ** 2
 
+    dtype = torch.bfloat16 if _bf16(name) else torch.float32
+
     def btchw(b):  # (B, T, C, H, W), the transformers video layout
-        return torch.randn(b, NUM_FRAMES, 3, IMAGE_SIZE, IMAGE_SIZE)
+        return torch.randn(b, NUM_FRAMES, 3, IMAGE_SIZE, IMAGE_SIZE).to(dtype)
 
     if family == "umt":
         sys.path.insert(0, str(REPO_ROOT))
         from modeling_umt import UMTConfig, UMTForVideoClassification
 
         config = UMTConfig.from_preset("umt-b16", num_labels=NUM_CLASSES, num_frames=NUM_FRAMES, image_size=IMAGE_SIZE)
-        model = UMTForVideoClassification._from_config(config, attn_implementation=impl)
+        model = UMTForVideoClassification._from_config(config, attn_implementation=impl).to(dtype)
         return model, btchw, tokens, model.config._attn_implementation
     if family == "videomae":
         from transformers import VideoMAEConfig, VideoMAEForVideoClassification
@@ -109,7 +130,7 @@ def build_model(name: str, official_repo: str | None):
         config = VideoMAEConfig(
             num_frames=NUM_FRAMES, tubelet_size=tubelet, image_size=IMAGE_SIZE, num_labels=NUM_CLASSES
         )  # ViT-B/16 defaults: 768 / 12 layers / 12 heads / 3072, mean pooling
-        model = VideoMAEForVideoClassification._from_config(config, attn_implementation=impl)
+        model = VideoMAEForVideoClassification._from_config(config, attn_implementation=impl).to(dtype)
         return model, btchw, tokens, model.config._attn_implementation
     if family == "official":
         if not official_repo:
@@ -198,7 +219,9 @@ def _fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def summarize(results: dict[tuple[str, int], list[dict]], names: list[str], batch_sizes: list[int]) -> list[dict]:
+def summarize(results: dict[tuple[str, int], list[dict]], names: list[str], batch_sizes: list[int],
+              peaks: dict[str, float] | None = None) -> list[dict]:  # fmt: skip
+    """Rows of the table; `peaks` {"fp32": GFLOP/s, "bf16": GFLOP/s} gives the utilisation column."""
     rows = []
     for batch in batch_sizes:
         med = {}
@@ -227,6 +250,8 @@ def summarize(results: dict[tuple[str, int], list[dict]], names: list[str], batc
                     fwd_peak=statistics.median(r["fwd_peak_mib"] for r in runs),
                     proc_peak=statistics.median(r["proc_peak_mib"] for r in runs),
                     peak_reset=all(r["peak_reset"] for r in runs),
+                    gflops=block_gflops(runs[0]["tokens"]) / med[name],
+                    gemm_peak=None if peaks is None else peaks["bf16" if _bf16(name) else "fp32"],
                 )
             )
     return rows
@@ -235,16 +260,18 @@ def summarize(results: dict[tuple[str, int], list[dict]], names: list[str], batc
 def markdown_table(rows: list[dict]) -> str:
     head = (
         "| configuration | batch | tokens | s / clip (median) | min - max | n | vs VideoMAE-SDPA (t1) | vs official "
-        "| fwd peak RSS (MiB) | proc peak RSS (MiB) |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| fwd peak RSS (MiB) | proc peak RSS (MiB) | block GFLOP/s | % of GEMM peak |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
     for r in rows:
         star = "" if r["peak_reset"] else "*"
+        mfu = "-" if not r["gemm_peak"] else f"{100 * r['gflops'] / r['gemm_peak']:.0f} %"
         lines.append(
             f"| {r['config']} | {r['batch']} | {r['tokens']} | {r['median']:.3f} | {r['min']:.2f} - {r['max']:.2f} "
             f"| {r['n']} | {_fmt_ratio(r['vs_ref'])} | {_fmt_ratio(r['vs_official'])} | {r['fwd_peak']:.0f}{star} "
-            f"| {r['proc_peak']:.0f} |"
+            f"| {r['proc_peak']:.0f} | {r['gflops']:.0f} "
+            f"| {mfu} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -294,7 +321,8 @@ def main() -> None:
     threads = next(iter(results.values()))[0]["threads"]
     load1 = load_average()
 
-    rows = summarize(results, names, args.batch_sizes)
+    peaks = {dtype: gemm_peak_gflops(dtype, threads=args.threads) for dtype in ("fp32", "bf16")}
+    rows = summarize(results, names, args.batch_sizes, peaks)
     table = markdown_table(rows)
     any_res = next(iter(results.values()))[0]
     meta = (
@@ -302,6 +330,8 @@ def main() -> None:
         f"cpu_count {os.cpu_count()}; {platform.processor() or platform.machine()}; "
         f"load avg before {load0} after {load1}\n"
         f"command: {command_line()}\n"
+        f"GEMM peak (2048³ torch.mm, best of 5, after the runs): fp32 {peaks['fp32']:.0f} GFLOP/s, "
+        f"bf16 {peaks['bf16']:.0f} GFLOP/s\n"
         f"time = forward wall time / batch size, median over {args.rounds} rounds x {args.repeats} repeats; "
         f"ratios are median time per clip relative to {REFERENCE} (and {OFFICIAL}) at the same batch size\n"
     )

@@ -5,7 +5,9 @@
 
 All models hold the same random ViT-B/16 weights (no CLIP download needed; speed does not depend on them).
 What each row computes:
-  - ours: K=6 projected intermediate layers + last-block cls attention (everything UMT needs);
+  - ours: K=6 projected intermediate layers + last-block cls attention (everything UMT needs); "bf16 autocast" is
+    fp32 weights under autocast (the old path), "bf16 weights" what `autocast_dtype=torch.bfloat16` builds now,
+    with SDPA or `umt_cpu_bf16` attention;
   - official clip.py: the same outputs (its `need_weights=True` last block builds the full L x L maps);
     its `torch.cuda.amp.autocast()` is a no-op on a CPU, so "as released" runs in fp32 here;
   - open_clip encode_image: the pooled embedding only, a lower bound for a forward over the same frames.
@@ -71,6 +73,10 @@ def main():
     if official is not None:  # the same weights everywhere
         clip.visual.load_state_dict({**state, "conv1.weight": state["conv1.weight"][:, :, 0]})
     ours = UMTTeacher.from_open_clip(clip, num_return_layers=6, normalize=True)
+    # What `--teacher_autocast bf16` builds now: bf16 weights (LayerNorms fp32), SDPA or umt_cpu_bf16 attention.
+    ours_bf16 = {impl: UMTTeacher.from_open_clip(clip, num_return_layers=6, normalize=True,
+                                                 autocast_dtype=torch.bfloat16, attn_implementation=impl)
+                 for impl in ("sdpa", "umt_cpu_bf16")}  # fmt: skip
 
     frames = video.flatten(0, 1)
 
@@ -92,6 +98,8 @@ def main():
         if official is not None:
             fns[f"official clip.py ({tag})"] = lambda d=dtype: run_official(d)
         fns[f"open_clip encode_image ({tag}, pooled only)"] = lambda d=dtype: run_open_clip(d)
+    for impl, teacher in ours_bf16.items():
+        fns[f"ours (bf16 weights, {impl})"] = lambda t=teacher: t(video)
     results = timed(fns, args.repeats)
 
     base_name = "official clip.py (fp32)" if official is not None else "ours (fp32)"

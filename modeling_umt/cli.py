@@ -143,6 +143,9 @@ class TeacherArguments:
         default=None, metadata={"help": "open_clip tag (e.g. 'openai') or a local checkpoint file."}
     )
     teacher_autocast: str = field(default="none", metadata={"help": "'none', 'bf16' or 'fp16' autocast for the teacher."})
+    teacher_attn_implementation: str = field(
+        default="sdpa", metadata={"help": "'sdpa' or 'umt_cpu_bf16' (bf16 CPU attention; CLIP teachers only)."}
+    )
     mask_type: str = field(default="attention", metadata={"help": "'attention' (semantic, official), 'random', 'tube'."})
     mask_ratio: float = field(default=0.8, metadata={"help": "Fraction of tokens dropped per frame (official 0.8)."})
 
@@ -151,9 +154,14 @@ class TeacherArguments:
         `patch_size` (see `modeling_umt.teachers.build_teacher`)."""
         if self.teacher_autocast not in _AUTOCAST:
             raise ValueError(f"`--teacher_autocast` must be one of {list(_AUTOCAST)}, got {self.teacher_autocast!r}.")
+        if self.teacher_attn_implementation not in ("sdpa", "umt_cpu_bf16"):
+            raise ValueError("`--teacher_attn_implementation` must be 'sdpa' or 'umt_cpu_bf16', got "
+                             f"{self.teacher_attn_implementation!r}.")  # fmt: skip
+        # Only the CLIP teachers (UMTTeacher) take the option; the default keeps every other teacher buildable.
+        extra = {} if self.teacher_attn_implementation == "sdpa" else {"attn_implementation": "umt_cpu_bf16"}
         return build_teacher(
             self.teacher, self.teacher_pretrained, num_return_layers=num_layers, image_size=image_size,
-            patch_size=patch_size, autocast_dtype=_AUTOCAST[self.teacher_autocast],
+            patch_size=patch_size, autocast_dtype=_AUTOCAST[self.teacher_autocast], **extra,
         )
 
 

@@ -28,6 +28,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from transformers.utils import logging
 
+from .attention import CPU_BF16_ATTENTION  # noqa: F401  (importing it registers that attention implementation)
 from .alignment import UMTAlignmentHeads
 from .configuration_umt import UMTConfig
 from .inputs import check_pixel_values, check_token_mask
@@ -169,8 +170,8 @@ class UMTSelfAttention(nn.Module):
     """Multi-head self-attention with q and v biases and no k bias (official BEiT-style `q_bias`/`v_bias`).
 
     The kernel comes from transformers' attention interface (`config._attn_implementation`: sdpa by default, eager,
-    flash_attention_2 where installed); when attention weights are requested the eager kernel is used for that call,
-    since fused kernels do not return them.
+    umt_cpu_bf16 (modeling_umt.attention), flash_attention_2 where installed); with attention weights requested the
+    eager kernel runs that call, since fused kernels do not return them.
     """
 
     def __init__(self, config: UMTConfig):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import HfArgumentParser
 
 from modeling_umt import UMTConfig
@@ -92,6 +93,17 @@ def test_teacher_arguments_build_the_named_teacher_and_check_the_grid():
         check_teacher_grid(teacher, UMTConfig(image_size=32, patch_size=16, num_frames=2))
     with pytest.raises(ValueError, match="--teacher_autocast.*'fp8'"):
         TeacherArguments(teacher_autocast="fp8").build(num_layers=2, image_size=32, patch_size=8)
+
+
+def test_teacher_arguments_choose_the_teacher_attention_and_bf16_weights():
+    teacher = TeacherArguments(teacher_autocast="bf16", teacher_attn_implementation="umt_cpu_bf16").build(
+        num_layers=2, image_size=32, patch_size=8
+    )
+    assert teacher.attn_implementation == "umt_cpu_bf16"
+    assert teacher.vision.conv1.weight.dtype == torch.bfloat16 and teacher.vision.ln_post.weight.dtype == torch.float32
+    assert TeacherArguments().build(num_layers=2, image_size=32, patch_size=8).attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match="--teacher_attn_implementation.*'flash'"):
+        TeacherArguments(teacher_attn_implementation="flash").build(num_layers=2, image_size=32, patch_size=8)
 
 
 def test_load_split_records_applies_a_split_to_tables_only(tmp_path):

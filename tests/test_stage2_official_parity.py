@@ -1,11 +1,8 @@
 """Numerical parity of UMTForVideoTextRetrieval with the official multi-modality code (OpenGVLab/unmasked_teacher).
 
 Runs only when UMT_OFFICIAL_REPO points at a checkout of the official repository (it imports
-multi_modality/models/{umt.py, criterions.py, backbones/vit/vit.py, backbones/bert/xbert.py}, which need timm and
-einops); skipped otherwise. xbert was written for transformers 4.x: three helpers it imports from
-`transformers.modeling_utils`, its `init_weights()` call and, where transformers 5 dropped them, `get_head_mask` /
-`invert_attention_mask` (the 4.x definitions) are shimmed (weights are overwritten
-afterwards, so the shim changes nothing that is compared).
+multi_modality/models/..., which need timm and einops, through `tests/_official_stage2.py`, which also holds the
+transformers-5 shims xbert needs and assembles the official model); skipped otherwise.
 
 A tiny official model (video ViT width 32, 2 blocks, 2 UTA heads; BERT width 24, 4 layers, fusion from 2) gets seeded
 random weights (norms and biases included), goes through our Stage-2 converter, and both run in float32 eval mode on
@@ -16,12 +13,12 @@ VTC, VTM (same negatives: same seed) and MLM (same corruption: same seed) losses
 from __future__ import annotations
 
 import os
-import sys
 import types
 
 import pytest
 import torch
 
+from _official_stage2 import build_official_umt, official_multi_modality
 from _retrieval_tiny import CLS_ID, MASK_ID, PAD_ID, VOCAB, tiny_inputs
 from modeling_umt import UMTForVideoTextRetrieval
 from modeling_umt.conversion import convert_state_dict
@@ -44,85 +41,27 @@ def report(name: str, a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def official():
-    """The official modules (models.umt, criterions, vit, xbert) imported from UMT_OFFICIAL_REPO/multi_modality."""
+    """The official modules (models.umt, criterions, vit, clip, xbert) imported from UMT_OFFICIAL_REPO/multi_modality,
+    under the transformers-5 shims of `_official_stage2`."""
     pytest.importorskip("timm", reason="the official code imports timm")
     pytest.importorskip("einops", reason="the official code imports einops")
-    import transformers.modeling_utils as mu
-    import transformers.pytorch_utils as pu
-
-    root = os.path.join(OFFICIAL_REPO, "multi_modality")
-    if not os.path.isfile(os.path.join(root, "models", "umt.py")):
+    if not os.path.isfile(os.path.join(OFFICIAL_REPO, "multi_modality", "models", "umt.py")):
         pytest.fail(f"UMT_OFFICIAL_REPO={OFFICIAL_REPO!r} has no multi_modality/models/umt.py")
-    saved = {name: getattr(mu, name, None) for name in ("apply_chunking_to_forward", "prune_linear_layer",
-                                                       "find_pruneable_heads_and_indices")}
-    saved_init = mu.PreTrainedModel.__dict__.get("init_weights")
-    mu.apply_chunking_to_forward = pu.apply_chunking_to_forward
-    mu.prune_linear_layer = pu.prune_linear_layer
-    mu.find_pruneable_heads_and_indices = lambda *args, **kwargs: None
-    mu.PreTrainedModel.init_weights = lambda self: self.apply(self._init_weights)
-    added = []
-    if not hasattr(mu.PreTrainedModel, "get_head_mask"):  # removed in transformers 5; xbert passes head_mask=None
-        mu.PreTrainedModel.get_head_mask = lambda self, head_mask, num_layers: [None] * num_layers
-        added.append("get_head_mask")
-    if not hasattr(mu.PreTrainedModel, "invert_attention_mask"):
-        def invert_attention_mask(self, mask):
-            mask = mask[:, None, None, :].to(self.dtype) if mask.dim() == 2 else mask[:, None].to(self.dtype)
-            return (1.0 - mask) * torch.finfo(self.dtype).min
-
-        mu.PreTrainedModel.invert_attention_mask = invert_attention_mask
-        added.append("invert_attention_mask")
-    sys.path.insert(0, root)
-    before = set(sys.modules)
-    try:
-        from models import criterions, umt
-        from models.backbones.bert import xbert
-        from models.backbones.vit import vit
-
-        yield types.SimpleNamespace(umt=umt, criterions=criterions, xbert=xbert, vit=vit)
-    finally:
-        sys.path.remove(root)
-        for name in set(sys.modules) - before:
-            if name == "models" or name.startswith(("models.", "utils")):
-                sys.modules.pop(name, None)
-        for name, value in saved.items():
-            if value is None:
-                delattr(mu, name)
-            else:
-                setattr(mu, name, value)
-        if saved_init is not None:
-            mu.PreTrainedModel.init_weights = saved_init
-        for name in added:
-            delattr(mu.PreTrainedModel, name)
+    with official_multi_modality(OFFICIAL_REPO) as off:
+        yield off
 
 
 def build_official(off):
-    """A tiny official `UMT` assembled from its parts (its __init__ downloads BERT)."""
+    """A tiny official `UMT` assembled from its parts, weights perturbed off their init."""
     torch.manual_seed(0)
-    bert_config = off.xbert.BertConfig(
-        vocab_size=VOCAB, hidden_size=24, num_hidden_layers=4, num_attention_heads=4, intermediate_size=48,
-        max_position_embeddings=32, pad_token_id=PAD_ID,
-    )
-    bert_config.fusion_layer, bert_config.encoder_width, bert_config.cross_module = 2, 32, "ca"
-    model = off.umt.UMT.__new__(off.umt.UMT)
-    torch.nn.Module.__init__(model)
-    model.config = types.SimpleNamespace(
-        model=types.SimpleNamespace(vision_encoder=types.SimpleNamespace(keep_temporal=True))
-    )
-    model.vision_encoder = off.vit.PretrainVisionTransformer(
-        img_size=32, patch_size=16, encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=4, num_frames=2,
-        tubelet_size=1, clip_decoder_embed_dim=32, clip_output_dim=16, clip_return_layer=2, add_pool_norm=True,
-    )
-    model.text_encoder = off.xbert.BertForMaskedLM(bert_config)
-    model.vision_proj, model.text_proj = torch.nn.Linear(32, 16), torch.nn.Linear(24, 16)
-    model.temp = torch.nn.Parameter(torch.ones([]) * 0.07)
-    model.itm_head = torch.nn.Linear(24, 2)
-    tokenizer = types.SimpleNamespace(pad_token_id=PAD_ID, cls_token_id=CLS_ID, mask_token_id=MASK_ID)
-    model.criterion_uta = off.criterions.UTA_Loss("l2", "l2")
-    model.criterion_vtc_vtm = off.criterions.VTC_VTM_Loss(True)
-    model.criterion_mlm = off.criterions.MLMLoss(0.5, tokenizer)
-    # transformers 4.x ties the MLM decoder to the word embeddings inside init_weights (shimmed away here): tie it
-    head, bert = model.text_encoder.cls.predictions, model.text_encoder.bert
-    head.decoder.weight = bert.embeddings.word_embeddings.weight
+    model = build_official_umt(
+        off,
+        vision=dict(img_size=32, patch_size=16, encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=4,
+                    num_frames=2, clip_decoder_embed_dim=32, clip_output_dim=16, clip_return_layer=2),
+        bert=dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=4, num_attention_heads=4, intermediate_size=48,
+                  max_position_embeddings=32),
+        fusion_layer=2, embed_dim=16, mlm_probability=0.5, pad_id=PAD_ID, cls_id=CLS_ID, mask_id=MASK_ID,
+    )  # fmt: skip
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))

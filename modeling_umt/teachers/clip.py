@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
+from ..attention import CPU_BF16_ATTENTION, chunked_bf16_attention, cpu_bf16_applies
 from .base import ImageTeacher, check_not_partitioned, class_token_attention
 
 # name -> how the official UMT recipes use it. The open_clip names carry QuickGELU, as OpenAI's weights need.
@@ -37,6 +38,7 @@ TEACHER_PRESETS = {
     "clip_l14": dict(open_clip_name="ViT-L-14-quickgelu", image_size=196, width=1024, patch_size=14),  # D_out 768
 }
 _ACTIVATIONS = ("quick_gelu", "gelu")
+ATTENTION_IMPLEMENTATIONS = ("sdpa", CPU_BF16_ATTENTION)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -65,9 +67,12 @@ class QuickGELU(nn.Module):
 class CLIPAttention(nn.Module):
     """Multi-head self-attention holding `nn.MultiheadAttention`'s parameters under its names.
 
-    `in_proj_weight` (3D, D) stacks the q, k, v projections. The forward uses fused SDPA and, on request,
-    computes the class token's attention row alone.
+    `in_proj_weight` (3D, D) stacks the q, k, v projections. The forward uses fused SDPA (or, with
+    `attn_implementation = "umt_cpu_bf16"`, `modeling_umt.attention.chunked_bf16_attention` for bf16 CPU tensors)
+    and, on request, computes the class token's attention row alone.
     """
+
+    attn_implementation = "sdpa"
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -86,9 +91,12 @@ class CLIPAttention(nn.Module):
         N, L, D = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(N, L, 3, self.heads, -1)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (N, heads, L, hd)
-        out = F.scaled_dot_product_attention(q, k, v)  # (N, heads, L, hd); the fused kernel keeps no L x L map
+        if self.attn_implementation == CPU_BF16_ATTENTION and cpu_bf16_applies(q, k, v):
+            out = chunked_bf16_attention(q, k, v, self.scale)  # (N, L, heads, hd)
+        else:  # (N, heads, L, hd); the fused kernel keeps no L x L map
+            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
         cls_attention = class_token_attention(q[:, :, :1], k, self.scale) if return_cls_attention else None
-        return self.out_proj(out.transpose(1, 2).reshape(N, L, D)), cls_attention
+        return self.out_proj(out.reshape(N, L, D)), cls_attention
 
 
 class CLIPResidualBlock(nn.Module):
@@ -269,6 +277,12 @@ class UMTTeacher(ImageTeacher):
             to the loss).
         autocast_dtype: None (float32, exact), torch.bfloat16 or torch.float16 to run the blocks under
             `torch.autocast` on the input's device (the official recipe uses fp16 on GPU). Outputs are float32.
+            The weights are then stored in that dtype (LayerNorm weights stay float32), as autocast would cast
+            them on every forward anyway (frozen weights are not in autocast's cast cache): the same targets,
+            without the per-forward weight copies and with half the teacher's weight memory. The given
+            `vision` tower is cast in place.
+        attn_implementation: "sdpa" (default) or "umt_cpu_bf16" (`modeling_umt.attention`: chunked bf16 GEMMs for
+            bf16 CPU tensors, SDPA otherwise).
 
     Input `pixel_values` (B, T, 3, H, W) is the student's tensor, ImageNet-normalised as in the official
     pipeline (no CLIP renormalisation). Frames are resized bicubically to the teacher's `image_size` when needed.
@@ -276,16 +290,33 @@ class UMTTeacher(ImageTeacher):
     """
 
     def __init__(self, vision: CLIPVisionTower, num_return_layers: int = 6, return_interval: float = 1,
-                 normalize: bool = False, autocast_dtype: Optional[torch.dtype] = None):
+                 normalize: bool = False, autocast_dtype: Optional[torch.dtype] = None,
+                 attn_implementation: str = "sdpa"):
         super().__init__(depth=vision.layers, image_size=vision.image_size, num_patches=vision.grid_size ** 2,
                          output_dim=vision.output_dim, num_prefix_tokens=1, num_return_layers=num_return_layers,
                          return_interval=return_interval, normalize=normalize, autocast_dtype=autocast_dtype)
+        if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation={attn_implementation!r}; expected one of "
+                             f"{ATTENTION_IMPLEMENTATIONS}")
         self.vision = vision
+        self.attn_implementation = attn_implementation
+        for block in vision.transformer["resblocks"]:
+            block.attn.attn_implementation = attn_implementation
+        if autocast_dtype is not None:
+            self.store_weights_in(autocast_dtype)
         self.freeze()
+
+    def store_weights_in(self, dtype: torch.dtype) -> None:
+        """Cast every weight except the LayerNorms' (which keep float32 statistics) to `dtype`."""
+        norms = {id(p) for m in self.vision.modules() if isinstance(m, LayerNormFp32) for p in m.parameters()}
+        for p in self.vision.parameters():
+            if id(p) not in norms:
+                p.data = p.data.to(dtype)
 
     @property
     def input_dtype(self) -> torch.dtype:
-        return self.vision.conv1.weight.dtype
+        # Under autocast the frames stay float32 for the bicubic resize; autocast casts them at the patch embedding.
+        return torch.float32 if self.autocast_dtype is not None else self.vision.conv1.weight.dtype
 
     def forward_frames(self, frames: torch.Tensor,
                        return_cls_attention: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -43,15 +43,26 @@ class TeacherMaskMixin:
         self.teacher = teacher
         self.mask_type, self.video_mask_ratio, self.image_mask_ratio = mask_type, video_mask_ratio, image_mask_ratio
 
-    def make_mask(self, cls_attention: torch.Tensor) -> torch.Tensor:
-        """(B, T, HW) teacher attention -> (B, T*HW) bool mask, True = dropped; the ratio depends on T (1 = image)."""
-        b, t, hw = cls_attention.shape
+    def make_mask(
+        self, cls_attention: torch.Tensor | None, grid: tuple[int, int, int] | None = None,
+        device: torch.device | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """(B, T*HW) bool mask, True = dropped, from the (B, T, HW) teacher attention (semantic masking) or, for
+        random / tube masks, from `grid` = (B, T, HW) alone (the attention is not needed and may be None); the ratio
+        depends on T (1 = image)."""
+        if cls_attention is None and (grid is None or self.mask_type == "attention"):
+            raise ValueError(
+                f"`cls_attention` is None; mask_type {self.mask_type!r} needs "
+                + ("the teacher's class-token attention." if self.mask_type == "attention" else "it or `grid`.")
+            )
+        b, t, hw = cls_attention.shape if cls_attention is not None else grid
+        device = cls_attention.device if cls_attention is not None else device
         ratio = self.image_mask_ratio if t == 1 else self.video_mask_ratio
         if self.mask_type == "attention":
             return semantic_mask(cls_attention, ratio)
         if self.mask_type == "random":
-            return random_mask(b, t * hw, ratio, device=cls_attention.device)
-        return tube_mask(b, t, hw, ratio, device=cls_attention.device)
+            return random_mask(b, t * hw, ratio, device=device)
+        return tube_mask(b, t, hw, ratio, device=device)
 
     def teacher_targets(
         self, pixel_values: torch.Tensor, training: bool
@@ -61,9 +72,11 @@ class TeacherMaskMixin:
         if self.teacher is None:
             mask = targets = None
         else:
+            semantic = self.mask_type == "attention"  # only semantic masking needs the class-token attention
             with torch.no_grad():
-                target = self.teacher(pixel_values)
-            mask = self.make_mask(target.cls_attention)
+                target = self.teacher(pixel_values, return_cls_attention=semantic)
+            grid = (pixel_values.shape[0], pixel_values.shape[1], self.teacher.num_patches)
+            mask = self.make_mask(target.cls_attention, grid=grid, device=pixel_values.device)
             targets = visible_teacher_features(target.hidden_states, mask)
             del target  # only the visible tokens' targets stay alive through the student's forward and backward
         if training:
