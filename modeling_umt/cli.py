@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import torch
 import transformers
 from transformers import HfArgumentParser, TrainingArguments, set_seed
@@ -227,6 +228,8 @@ class VideoDataArguments(SyntheticDataArguments):
     def training_dataset(self, records, decoder):
         """The training set: `records` decoded on the fly by `decoder`, or preloaded (`--preload_videos`)."""
         if not self.preload_videos:
+            if isinstance(records, list):  # rows built in memory (dicts): decoded lazily like any table
+                records = datasets.Dataset.from_list(records)
             return decode_videos(records, decoder)
         if self.streaming:
             raise ValueError("--preload_videos needs a map-style source; drop --streaming")

@@ -190,7 +190,7 @@ def build_datasets(data_args: DataArguments, training_args: TrainingArguments):
         raise ValueError(f"`--data_format` must be 'webvid' or 'auto', got {data_args.data_format!r}.")
     decoders = {"video": VideoClipDecoder(num_frames=data_args.num_frames, sampling="rand", transform=transform,
                                           stats=stats, seed=training_args.seed, **data_args.url_options())}  # fmt: skip
-    out = {"video": decode_videos(records, decoders["video"])}
+    out = {"video": data_args.training_dataset(records, decoders["video"])}  # decoded on the fly, or preloaded
     if data_args.image_data:
         images = check.apply(records_from_image_text(data_args.image_data, image_root=data_args.image_root,
                                                      streaming=data_args.streaming), data_args.image_data)

@@ -70,6 +70,8 @@ class TeacherDataArguments(VideoDataArguments):
                                                                   "docs/data.md): each caption's trailing class name "
                                                                   "(its action) is cut off. Default: the synthetic "
                                                                   "dataset's classes; other data: captions used whole."})
+    preload_videos: bool = field(default=True, metadata={"help": "Decode every training video once into memory "
+                                                                  "(the teacher draws one frame per clip and step)."})
     synthetic_num_videos: int = field(default=4000, metadata={"help": "Size of the built-in synthetic dataset."})
     synthetic_size: int = field(default=32, metadata={"help": "Resolution of the built-in synthetic videos."})
 
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> str:
     # One random frame of a clip per sample, with Stage 1's crop and flip: the frames the student will show it.
     train_decoder = VideoClipDecoder(1, sampling="sparse_train", transform=Stage1TrainTransform(data_args.image_size),
                                      stats=stats, seed=training_args.seed)
-    train = PreloadedVideoClips(train_rows, train_decoder)
+    train = data_args.training_dataset(train_rows, train_decoder)
     evaluation = None
     if eval_rows:
         eval_decoder = VideoClipDecoder(1, sampling="sparse_test", transform=EvalTransform(data_args.image_size),
