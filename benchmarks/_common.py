@@ -156,3 +156,37 @@ def gemm_peak_gflops(dtype, size: int = 2048, repeats: int = 5, threads: int | N
         torch.mm(a, b, out=out)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
+
+
+def profile_phases(fns: dict, phases: list[str], title: str, rows: int = 25, profile_memory: bool = False,
+                   record_shapes: bool = False) -> None:
+    """One warm-up step (the phase functions `fns[phase](state) -> state`, in `phases` order), then one step under
+    torch.profiler; print each phase's CPU total and the top ops by self CPU time (and by self CPU memory with
+    `profile_memory`). Shared by the step benchmarks' `--profile`."""
+    import torch  # heavy: only the profiling path needs it here
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    state: dict = {}
+    for phase in phases:
+        state = fns[phase](state)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=profile_memory, record_shapes=record_shapes) as prof:
+        state = {}
+        for phase in phases:
+            with record_function(f"## {phase}"):
+                state = fns[phase](state)
+    events = prof.key_averages(group_by_input_shape=record_shapes)
+    print(f"# profile {title}, threads {torch.get_num_threads()}")
+    for e in sorted((e for e in events if e.key.startswith("## ")), key=lambda e: phases.index(e.key[3:])):
+        print(f"phase {e.key[3:]:10s} cpu total {e.cpu_time_total / 1e6:7.3f} s")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60))
+    if profile_memory:
+        print(events.table(sort_by="self_cpu_memory_usage", row_limit=rows, max_name_column_width=60))
+
+
+def emit_report(text: str, out: str | None) -> None:
+    """Print a benchmark's report and, with `out`, write it there too."""
+    print()
+    print(text)
+    if out:
+        Path(out).write_text(text)
+        print(f"wrote {out}")

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common.py, also when this file is loaded by path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # modeling_umt from this checkout
-from _common import command_line, gemm_peak_gflops, load_average  # noqa: E402
+from _common import command_line, emit_report, gemm_peak_gflops, load_average  # noqa: E402
 
 from modeling_umt.attention import DEFAULT_BLOCK_ELEMENTS, chunked_bf16_attention, query_chunk_size  # noqa: E402
 
@@ -151,11 +151,7 @@ def main() -> None:
         f"bf16 {peak[torch.bfloat16]:.0f} GFLOP/s\n"
     )
     text = meta + "\n" + "\n".join(lines) + "\n"
-    print()
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}")
+    emit_report(text, args.out)
 
 
 if __name__ == "__main__":

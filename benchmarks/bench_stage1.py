@@ -82,9 +82,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common.py, also when this file is loaded by path
-from _common import add_worker_arguments, command_line, load_average  # noqa: E402
+from _common import add_worker_arguments, command_line, emit_report, load_average  # noqa: E402
 from _common import run_interleaved, run_worker, without_unavailable  # noqa: E402
-from _common import maxrss_kb, peak_kb, reset_peak, rss_kb  # noqa: E402
+from _common import maxrss_kb, peak_kb, profile_phases, reset_peak, rss_kb  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = "official"
@@ -353,24 +353,8 @@ def worker(args) -> None:
 
 def profile_step(fns: dict, args) -> None:
     """One warm-up step, then one step under torch.profiler; print top ops by self CPU time and by self CPU memory."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    state: dict = {}
-    for phase in PHASES:
-        state = fns[phase](state)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=args.record_shapes) as prof:
-        state = {}
-        for phase in PHASES:
-            with record_function(f"## {phase}"):
-                state = fns[phase](state)
-    events = prof.key_averages(group_by_input_shape=args.record_shapes)
-    print(f"# profile {args.config} batch {args.batch_size}, threads {torch.get_num_threads()}")
-    phases = [e for e in events if e.key.startswith("## ")]
-    for e in sorted(phases, key=lambda e: PHASES.index(e.key[3:])):
-        print(f"phase {e.key[3:]:10s} cpu total {e.cpu_time_total / 1e6:7.3f} s")
-    print(events.table(sort_by="self_cpu_time_total", row_limit=args.profile_rows, max_name_column_width=60))
-    print(events.table(sort_by="self_cpu_memory_usage", row_limit=args.profile_rows, max_name_column_width=60))
+    profile_phases(fns, PHASES, f"{args.config} batch {args.batch_size}", rows=args.profile_rows,
+                   profile_memory=True, record_shapes=args.record_shapes)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -558,11 +542,7 @@ def main() -> None:
         f"memory: step peak = max RSS during the steps - RSS after building models, optimizer and input\n"
     )
     text = meta + "\n" + time_table + "\n" + mem_table + "\n" + targets(numbers, args.batch_sizes)
-    print()
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}")
+    emit_report(text, args.out)
 
 
 if __name__ == "__main__":

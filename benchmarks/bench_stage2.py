@@ -73,7 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common.py, also whe
 sys.path.insert(0, str(REPO_ROOT))  # modeling_umt from this checkout
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # _official_stage2: the one importer of the official Stage-2 code
 from _common import add_worker_arguments, command_line, load_average  # noqa: E402
-from _common import peak_kb, reset_peak, rss_kb, run_interleaved, run_worker, without_unavailable  # noqa: E402
+from _common import peak_kb, profile_phases, reset_peak, rss_kb, run_interleaved, run_worker, without_unavailable  # noqa: E402
 
 OFFICIAL = "official"
 PHASES = ("teacher", "video", "text", "vtc", "vtm", "mlm", "uta", "backward", "optimizer")
@@ -371,22 +371,7 @@ def worker(args) -> None:
 
 def profile_step(fns: dict, args) -> None:
     """One warm-up step, then one step under torch.profiler: phase totals and the top ops by self CPU time."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    state: dict = {}
-    for phase in PHASES:
-        state = fns[phase](state)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        state = {}
-        for phase in PHASES:
-            with record_function(f"## {phase}"):
-                state = fns[phase](state)
-    events = prof.key_averages()
-    print(f"# profile {args.config} size {args.size} batch {args.batch_size}, threads {torch.get_num_threads()}")
-    for e in sorted((e for e in events if e.key.startswith("## ")), key=lambda e: PHASES.index(e.key[3:])):
-        print(f"phase {e.key[3:]:10s} cpu total {e.cpu_time_total / 1e6:7.3f} s")
-    print(events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60))
+    profile_phases(fns, PHASES, f"{args.config} size {args.size} batch {args.batch_size}")
 
 
 # ------------------------------------------------------------------------------------------------------------------
