@@ -117,3 +117,18 @@ def test_run_teacher_trains_saves_and_skips_a_finished_run(tmp_path):
     bad = subprocess.run([*command[:2], "--output_dir", str(tmp_path / "x"), "--num_frames", "2"], env=env,
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert bad.returncode != 0 and "--num_frames must be 1" in bad.stderr
+
+
+def test_caption_records_cut_the_class_name_and_say_when_they_cannot(caplog):
+    sys.path.insert(0, str(ROOT / "training_scripts"))
+    import run_teacher
+
+    rows = [{"video": "a.mp4", "caption": "a red square moving left", "label": 0},
+            {"video": "b.mp4", "caption": "a blue cross", "label": 1}]
+    with caplog.at_level("WARNING", logger="run_teacher"):
+        out = run_teacher.caption_records(rows, ["moving left", "growing"])
+    assert [r["appearance"] for r in out] == ["a red square", "a blue cross"]
+    assert "1 of 2 captions do not end with their class name" in caplog.text
+    with pytest.raises(ValueError, match="label 5 of c.mp4"):
+        run_teacher.caption_records([{"video": "c.mp4", "caption": "x", "label": 5}], ["moving left"])
+    assert run_teacher.caption_records(rows, None)[0]["appearance"] == "a red square moving left"

@@ -95,7 +95,7 @@ class TeacherTrainingArguments(ScriptTrainingArguments):
 def caption_records(records, label_names: list[str] | None) -> list[dict]:
     """Rows with `caption` (and `label`) -> {"video", "appearance"}: the caption without its trailing class name
     (`label_names[label]`, the action one frame cannot show), or the whole caption when no class names are known."""
-    rows = []
+    rows, whole = [], 0
     for row in records:
         action = None
         if label_names is not None and row.get("label") is not None:
@@ -104,7 +104,12 @@ def caption_records(records, label_names: list[str] | None) -> list[dict]:
                 raise ValueError(f"label {label} of {row['video']} is not a class of the label map "
                                  f"({len(label_names)} classes)")
             action = label_names[label]
-        rows.append({"video": row["video"], "appearance": appearance_caption(row["caption"], action)})
+        appearance = appearance_caption(row["caption"], action)
+        whole += action is not None and appearance == row["caption"].strip()
+        rows.append({"video": row["video"], "appearance": appearance})
+    if whole:
+        logger.warning("%d of %d captions do not end with their class name: used whole (the teacher then also sees "
+                       "what they say about the action)", whole, len(rows))
     return rows
 
 
