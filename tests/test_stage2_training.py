@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 from _retrieval_tiny import CLS_ID, PAD_ID, VOCAB, minilm_dir, tiny_config
 from modeling_umt import UMTForVideoTextRetrieval
 from modeling_umt.teachers import CLIPVisionTower, UMTTeacher
-from modeling_umt.trainers import UMTVisionLanguageTrainer, stage2_decay_parameter_names
+from modeling_umt.trainers import UMTVisionLanguageTrainer, cross_modal_parameter_names, stage2_decay_parameter_names
 from processors.loaders import MediaInterleavedLoader
 from processors.video_text import VideoTextCollator
 
@@ -77,6 +77,29 @@ def test_official_weight_decay_groups():
     assert "vision_proj.weight" in names and "text_model.embeddings.word_embeddings.weight" in names
     assert not any(n.endswith(".bias") for n in names)
     assert "text_model.embeddings.LayerNorm.weight" not in names and "vision_model.pooler.norm.weight" not in names
+
+
+def test_cross_modal_lr_scale_speeds_up_only_the_fresh_matching_path(tmp_path):
+    trainer = trainer_for(tmp_path, pair_dataset(8, frames=2), cross_modal_lr_scale=5.0)
+    optimizer = trainer.create_optimizer()
+    scaled = set(cross_modal_parameter_names(trainer.model))
+    assert scaled and all(".crossattention." in n or n.startswith("itm_head.") for n in scaled)
+    assert "itm_head.weight" in scaled and "text_model.embeddings.word_embeddings.weight" not in scaled
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    decay = set(stage2_decay_parameter_names(trainer.model))
+    seen = set()
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            name = names[id(param)]
+            seen.add(name)
+            assert group["lr"] == pytest.approx(5e-4 if name in scaled else 1e-4), name
+            assert group["weight_decay"] == (0.02 if name in decay else 0.0), name
+    assert seen == set(names.values())  # every parameter is optimised, once
+    # The default is the official single rate.
+    default = trainer_for(tmp_path / "default", pair_dataset(8, frames=2)).create_optimizer()
+    assert {group["lr"] for group in default.param_groups} == {1e-4}
+    with pytest.raises(ValueError, match="cross_modal_lr_scale"):
+        trainer_for(tmp_path / "bad", pair_dataset(8, frames=2), cross_modal_lr_scale=0.0)
 
 
 def test_image_and_video_batches_interleave_one_media_per_step(tmp_path):

@@ -125,6 +125,11 @@ class Stage2TrainingArguments(ScriptTrainingArguments):
     max_steps: int = field(default=1200)
     save_steps: float = field(default=200)
     save_total_limit: int | None = field(default=2)
+    cross_modal_lr_scale: float = field(
+        default=1.0,
+        metadata={"help": "Learning-rate multiplier for the fusion layers' cross-attention and the ITM head, the fresh "
+                  "matching path (official: 1)."},
+    )
 
 
 def build_model(model_args: ModelArguments, data_args: DataArguments, teacher_dim: int | None):
@@ -229,6 +234,7 @@ def main(argv: list[str] | None = None) -> str:
         mask_type=teacher_args.mask_type,
         video_mask_ratio=teacher_args.mask_ratio,
         image_mask_ratio=data_args.image_mask_ratio,
+        cross_modal_lr_scale=training_args.cross_modal_lr_scale,
         callbacks=[DecoderEpochCallback(decoder) for decoder in decoders],
     )
     final_dir = os.path.join(training_args.output_dir, "model")

@@ -28,7 +28,7 @@ from .optim import (
 from .teacher_masking import TeacherMaskMixin
 from .teacher_training import FrameTextTeacherTrainer, caption_compute_metrics
 from .video_qa import UMTVideoQATrainer
-from .vision_language import UMTVisionLanguageTrainer
+from .vision_language import UMTVisionLanguageTrainer, cross_modal_parameter_names
 
 __all__ = [
     "DecoderEpochCallback",
@@ -42,6 +42,7 @@ __all__ = [
     "UMTTrainer",
     "UMTVideoQATrainer",
     "UMTVisionLanguageTrainer",
+    "cross_modal_parameter_names",
     "caption_compute_metrics",
     "decay_parameter_names",
     "layer_decay_parameter_groups",

@@ -11,6 +11,16 @@ from .optim import stage2_decay_parameter_names
 from .teacher_masking import TeacherMaskMixin
 
 
+def _unwrapped_name(name: str) -> str:
+    return name[len("module."):] if name.startswith("module.") else name
+
+
+def cross_modal_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the parameters on the matching path that a text encoder brings no pretrained value for: the
+    cross-attention blocks of the fusion layers (`...crossattention...`) and the ITM head (`itm_head.*`)."""
+    return [name for name, _ in model.named_parameters() if ".crossattention." in name or name.startswith("itm_head.")]
+
+
 class UMTVisionLanguageTrainer(TeacherMaskMixin, UMTTrainer):
     """Stage 2: train a `UMTForVideoTextRetrieval` with VTC, VTM (hard negatives), MLM and UTA (official §5.3-5.4).
 
@@ -23,6 +33,10 @@ class UMTVisionLanguageTrainer(TeacherMaskMixin, UMTTrainer):
     Args:
         teacher: a frozen `UMTTeacher` or None. Kept outside the model (never optimised, saved or ZeRO-partitioned).
         mask_type: "attention" (semantic, official), "random" or "tube".
+        cross_modal_lr_scale: learning-rate multiplier for the parameters that only the matching and masked-language
+            losses train from scratch: the cross-attention of the fusion layers and the ITM head (official: 1, one
+            learning rate for everything). Above 1, the freshly initialised matching path learns faster while the
+            pretrained BERT keeps the base rate (see `cross_modal_parameter_names`).
         video_mask_ratio, image_mask_ratio: fractions of tokens dropped per frame.
         train_dataset: one dataset, or a dict {media name: dataset} (e.g. {"video": ..., "image": ...}); with a
             dict every batch comes from one media type, interleaved in a shuffled order (`MediaInterleavedLoader`).
@@ -43,13 +57,41 @@ class UMTVisionLanguageTrainer(TeacherMaskMixin, UMTTrainer):
         mask_type: str = "attention",
         video_mask_ratio: float = 0.8,
         image_mask_ratio: float = 0.5,
+        cross_modal_lr_scale: float = 1.0,
         **kwargs,
     ):
+        if not cross_modal_lr_scale > 0:
+            raise ValueError(f"`cross_modal_lr_scale` must be > 0, got {cross_modal_lr_scale}.")
+        self.cross_modal_lr_scale = float(cross_modal_lr_scale)
         super().__init__(*args, **kwargs)
         self.setup_teacher_and_mask(teacher, mask_type, video_mask_ratio, image_mask_ratio)
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         return stage2_decay_parameter_names(model)
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer; with `cross_modal_lr_scale` != 1 its groups are (decay, no decay) x (base rate,
+        scaled rate for `cross_modal_parameter_names`)."""
+        if self.cross_modal_lr_scale == 1.0 or self.optimizer is not None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        scaled = set(cross_modal_parameter_names(self.accelerator.unwrap_model(opt_model)))
+        groups = {}
+        for name, param in opt_model.named_parameters():
+            if not param.requires_grad:
+                continue
+            key = (name in decay, _unwrapped_name(name) in scaled)
+            if key not in groups:
+                lr = self.args.learning_rate * (self.cross_modal_lr_scale if key[1] else 1.0)
+                groups[key] = {"params": [], "weight_decay": self.args.weight_decay if key[0] else 0.0, "lr": lr}
+            groups[key]["params"].append(param)
+        if not any(key[1] for key in groups):
+            raise ValueError("`cross_modal_lr_scale` is set but the model has no cross-attention or ITM head to scale.")
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        optimizer_kwargs.pop("lr", None)
+        self.optimizer = optimizer_cls(list(groups.values()), lr=self.args.learning_rate, **optimizer_kwargs)
+        return self.optimizer
 
     def get_train_dataloader(self):
         if not isinstance(self.train_dataset, dict):
