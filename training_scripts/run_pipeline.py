@@ -64,6 +64,7 @@ FINETUNE = [*RUN, "--num_frames", "4", "--image_size", "16", "--max_steps", "100
             "--mixup", "0", "--cutmix", "0", "--drop_path_rate", "0.0"]
 STAGE2 = [*RUN, "--num_frames", "4", "--image_size", "16", "--patch_size", "4", "--uta_num_layers", "2",
           "--max_steps", "600", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--max_text_length", "12",
+          "--vtm_loss_weight", "6",
           "--logging_steps", "25", "--save_steps", "200",
           "--save_total_limit", "1"]
 SHAPE = ["--patch_size", "4", "--hidden_size", "64", "--num_hidden_layers", "3", "--num_attention_heads", "4",
