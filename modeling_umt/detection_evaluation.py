@@ -153,7 +153,8 @@ def collect_detections(
     out: dict[str, tuple] = {}
     try:
         for batch in batches:
-            output = model(batch["pixel_values"].to(device), [b.to(device) for b in batch["boxes"]])
+            with torch.no_grad():  # scores only: no autograd graph over the whole test pass
+                output = model(batch["pixel_values"].to(device), [b.to(device) for b in batch["boxes"]])
             counts = [len(b) for b in batch["boxes"]]
             if post_process is not None:
                 per_clip = [r["scores"].cpu() for r in post_process(output, batch["proposal_boxes"],
